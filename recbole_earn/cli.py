@@ -1,0 +1,59 @@
+"""The command line: `python run_earn.py --model=EARNBIGRec --dataset=ml-100k [--config_files="a.yaml b.yaml"]
+[--key=value ...]`, modelled on RecBole's run_recbole.py. Every `--key=value` overrides any yaml value."""
+
+import argparse
+import sys
+
+
+class CommandLineError(ValueError):
+    pass
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="run_earn.py",
+        description="Train and evaluate a recbole-earn model (BIGRec, EARNBIGRec, LCRec, EARNLCRec) or any "
+        "RecBole model on a RecBole dataset. Any other --key=value overrides that config key.",
+    )
+    parser.add_argument("--model", "-m", default="SASRec", help="model name, ours or RecBole's (default SASRec)")
+    parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name (default ml-100k)")
+    parser.add_argument(
+        "--config_files", default=None, help="yaml files, space-separated, applied over the defaults in order"
+    )
+    return parser
+
+
+def split_overrides(extra_args):
+    """`--key=value` strings -> {key: value}; RecBole's Config converts the value strings to types."""
+    overrides = {}
+    for arg in extra_args:
+        if not arg.startswith("--") or "=" not in arg:
+            raise CommandLineError(f"Unrecognised argument '{arg}': config overrides are written --key=value.")
+        key, value = arg[2:].split("=", 1)
+        if key in overrides and overrides[key] != value:
+            raise CommandLineError(f"'--{key}' is given twice with different values.")
+        overrides[key] = value
+    return overrides
+
+
+def parse_args(argv):
+    args, extra = build_parser().parse_known_args(argv)
+    config_files = args.config_files.split() if args.config_files else None
+    return args, config_files, split_overrides(extra)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args, config_files, overrides = parse_args(argv)
+    except CommandLineError as error:
+        build_parser().error(str(error))
+    from recbole_earn.quick_start import run_earn  # after argument errors: importing RecBole takes seconds
+
+    result = run_earn(model=args.model, dataset=args.dataset, config_file_list=config_files, cmd_args=overrides)
+    print(f"test result ({result['model']} on {result['dataset']}): {dict(result['test_result'])}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""RecBole's Config with recbole-earn's defaults layered in.
+
+Precedence, lowest first: RecBole's own defaults (overall, model, dataset, quick-start yaml), then ours
+(`properties/overall.yaml`, `properties/model/<Model>.yaml`, `properties/dataset/<dataset>.yaml`), then the
+user's `config_file_list`, then `config_dict`, then command-line `--key=value` values (user wins).
+"""
+
+from recbole.config import Config as RecBoleConfig
+
+from recbole_earn.compat import apply_recbole_compat
+from recbole_earn.model_lookup import get_model_class
+from recbole_earn.paths import default_yaml_files
+
+
+class Config(RecBoleConfig):
+    """Drop-in for `recbole.config.Config` that also finds recbole-earn's models and default yaml files.
+
+    Unlike RecBole's, it never reads `sys.argv` by itself (under pytest or inside a script, argv belongs to
+    someone else): command-line values arrive through `cmd_args`, already split into a dict by the runner.
+    """
+
+    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=None):
+        apply_recbole_compat()
+        self._cmd_args = dict(cmd_args or {})
+        super().__init__(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+
+    def _load_cmd_line(self):
+        return self._convert_config_dict(dict(self._cmd_args))
+
+    def _get_model_and_dataset(self, model, dataset):
+        if model is None:
+            model = self.external_config_dict.get("model")
+        if isinstance(model, str):
+            model = get_model_class(model)
+        return super()._get_model_and_dataset(model, dataset)
+
+    def _get_final_config_dict(self):
+        final_config_dict = super()._get_final_config_dict()
+        if final_config_dict.get("loss_type") == "CE" and "train_neg_sample_args" not in self.external_config_dict:
+            # RecBole's overall.yaml samples one negative per positive, which its own check then refuses for
+            # CE-loss models (SASRec, GRU4Rec, ...); the full-softmax loss needs no negatives.
+            final_config_dict["train_neg_sample_args"] = None
+        return final_config_dict
+
+    def _load_internal_config_dict(self, model, model_class, dataset):
+        super()._load_internal_config_dict(model, model_class, dataset)
+        dataset_yaml_suffix = f"dataset/{dataset}.yaml"
+        for path in default_yaml_files(model, dataset):
+            loaded = self._update_internal_config_dict(path) or {}
+            if path.replace("\\", "/").endswith(dataset_yaml_suffix):
+                # RecBole prints dataset keys under "Dataset Hyper Parameters"; keep ours there too.
+                self.parameters["Dataset"] += [key for key in loaded if key not in self.parameters["Dataset"]]

@@ -1,0 +1,79 @@
+"""The exact title of every item, indexed by RecBole's internal item id.
+
+RecBole parses `title:token_seq` into space-split token ids (and pandas would unquote a title that starts
+with a double quote), so the text is read again here, straight from the `.item` file, byte for byte.
+"""
+
+import os
+
+from recbole_earn.data.atomic_files import atomic_file_path
+
+
+class ItemTitleError(ValueError):
+    pass
+
+
+def read_item_column(path, field, id_field, encoding="utf-8", separator="\t"):
+    """{raw item id token: text} for one column of a RecBole `.item` file, exactly as written."""
+    with open(path, encoding=encoding, newline="") as handle:
+        header = handle.readline().rstrip("\r\n").split(separator)
+        names = [column.split(":")[0] for column in header]
+        if field not in names:
+            raise ItemTitleError(
+                f"{path} has no '{field}' field (its fields: {', '.join(names)}). Set TITLE_FIELD to the field "
+                "that holds item titles, e.g. --TITLE_FIELD=title, or rebuild the file with dataset_scripts/."
+            )
+        if id_field not in names:
+            raise ItemTitleError(f"{path} has no '{id_field}' field (its fields: {', '.join(names)}).")
+        text_column, id_column = names.index(field), names.index(id_field)
+        texts = {}
+        for line in handle:
+            values = line.rstrip("\r\n").split(separator)
+            if len(values) != len(names):
+                continue  # blank or trailing line
+            texts[values[id_column]] = values[text_column]
+        return texts
+
+
+class ItemTextTable:
+    """`titles[i]` is the exact title of RecBole internal item id `i` (id 0, RecBole's padding, is "")."""
+
+    def __init__(self, titles, field):
+        self.titles = list(titles)
+        self.field = field
+
+    def __len__(self):
+        return len(self.titles)
+
+    def __getitem__(self, item_id):
+        return self.titles[int(item_id)]
+
+    @classmethod
+    def from_dataset(cls, dataset):
+        """Read the titles of a RecBole Dataset's items from its `.item` file (config key TITLE_FIELD)."""
+        config = dataset.config
+        field = config["TITLE_FIELD"]
+        if not field:
+            raise ItemTitleError(
+                f"Dataset '{config['dataset']}' names no title field, which LLM recommenders need. Set "
+                "TITLE_FIELD (the .item field holding item titles) in properties/dataset/"
+                f"{config['dataset']}.yaml or pass --TITLE_FIELD=<field>."
+            )
+        path = atomic_file_path(config, "item")
+        if not os.path.isfile(path):
+            raise ItemTitleError(
+                f"LLM recommenders need item titles, but {path} does not exist. Build the dataset with "
+                "dataset_scripts/prepare_dataset.py, which writes a .item file with a title field."
+            )
+        id_field = dataset.iid_field
+        raw_titles = read_item_column(
+            path, field, id_field, encoding=config["encoding"] or "utf-8", separator=config["field_separator"]
+        )
+        id_tokens = dataset.field2id_token[id_field]  # internal id -> raw token; index 0 is "[PAD]"
+        missing = [token for token in id_tokens[1:] if token not in raw_titles]
+        if missing:
+            raise ItemTitleError(
+                f"{len(missing)} of {len(id_tokens) - 1} items have no row in {path} (e.g. {missing[:5]}); "
+                "LLM recommenders need a title for every item. Drop those items from the .inter file or add them."
+            )
+        return cls([""] + [raw_titles[token] for token in id_tokens[1:]], field)

@@ -1,0 +1,120 @@
+"""Train and evaluate one model, ours or RecBole's, the way RecBole's `run_recbole` does.
+
+The differences from `recbole.quick_start.run_recbole`: our Config (our default yaml, our models, no argv
+parsing), a clear error for a missing dataset instead of RecBole's download attempt, no FLOPs profiling of
+LLMs, and the result also carries training and test wall-clock times.
+"""
+
+import logging
+import sys
+import time
+from logging import getLogger
+
+from recbole.data import create_dataset, data_preparation
+from recbole.data.transform import construct_transform
+from recbole.utils import get_environment, get_flops, get_trainer, init_logger, init_seed, set_color
+
+from recbole_earn.config import Config
+from recbole_earn.data.atomic_files import require_dataset_files
+from recbole_earn.model_lookup import is_earn_model
+
+
+def get_trainer_class(config, model_class):
+    """A model of ours may name its own Trainer (`trainer_class`); otherwise RecBole picks one."""
+    trainer_class = getattr(model_class, "trainer_class", None)
+    if trainer_class is not None:
+        return trainer_class
+    return get_trainer(config["MODEL_TYPE"], config["model"])
+
+
+def prepare_data(config):
+    """RecBole dataset and its train/valid/test loaders, after checking the files are there."""
+    require_dataset_files(config, need_item_file=getattr(config.model_class, "needs_item_text", False))
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    return dataset, train_data, valid_data, test_data
+
+
+def build_model(config, train_data, logger):
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = config.model_class(config, train_data._dataset).to(config["device"])
+    logger.info(model)
+    if not is_earn_model(config.model_class):
+        # thop would trace a whole LLM forward; for RecBole's models it is cheap and RecBole logs it.
+        transform = construct_transform(config)
+        flops = get_flops(model, train_data._dataset, config["device"], logger, transform)
+        logger.info(set_color("FLOPs", "blue") + f": {flops}")
+    return model
+
+
+def train_and_evaluate(config, saved=True, verbose=True):
+    """Build data and model from a ready Config, fit on train/valid, evaluate on test: the result dict."""
+    logger = getLogger()
+    dataset, train_data, valid_data, test_data = prepare_data(config)
+    logger.info(dataset)
+    recommender = build_model(config, train_data, logger)
+    trainer = get_trainer_class(config, config.model_class)(config, recommender)
+    show_progress = config["show_progress"] and verbose
+
+    start = time.perf_counter()
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, verbose=verbose, saved=saved, show_progress=show_progress
+    )
+    train_time = time.perf_counter() - start
+    start = time.perf_counter()
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=show_progress)
+    test_time = time.perf_counter() - start
+
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+    return {
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+        "train_time_s": train_time,
+        "test_time_s": test_time,
+        "test_users": test_data.sample_size,
+    }
+
+
+def run_earn(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, cmd_args=None):
+    """Train `model` on `dataset`, pick the best epoch on valid, evaluate on test; return the result dict.
+
+    Args:
+        model (str or class): a recbole-earn model (e.g. "EARNBIGRec") or any RecBole model (e.g. "SASRec").
+        dataset (str): dataset name; its atomic files are read from `<data_path>/<dataset>/`.
+        config_file_list (list of str): user yaml files, applied over our and RecBole's defaults.
+        config_dict (dict): values applied over the yaml files.
+        saved (bool): keep the best checkpoint and reload it for the test evaluation.
+        cmd_args (dict): command-line `--key=value` values (strings), applied last.
+
+    Returns:
+        dict: best_valid_score, valid_score_bigger, best_valid_result, test_result (as RecBole's run_recbole),
+        plus model, dataset, train_time_s, test_time_s and test_users.
+    """
+    config = Config(
+        model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict, cmd_args=cmd_args
+    )
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(sys.argv)
+    logger.info(config)
+    result = train_and_evaluate(config, saved=saved)
+    logger.info("The running environment of this training is as follows:\n" + get_environment(config).draw())
+    return result
+
+
+def objective_function(config_dict=None, config_file_list=None, saved=True):
+    """One hyper-parameter trial for `recbole.trainer.HyperTuning`: train, validate, test, quietly."""
+    config = Config(config_dict=config_dict, config_file_list=config_file_list)
+    init_seed(config["seed"], config["reproducibility"])
+    logger = getLogger()
+    for handler in logger.handlers[:]:  # HyperTuning calls us once per trial; one set of handlers at a time
+        logger.removeHandler(handler)
+    init_logger(config)
+    logging.basicConfig(level=logging.ERROR)
+    return train_and_evaluate(config, saved=saved, verbose=False)
