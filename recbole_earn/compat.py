@@ -1,37 +1,45 @@
-"""Runtime fixes that RecBole 1.2.1 needs on today's torch, applied once by `apply_recbole_compat()`.
+"""Runtime fixes that RecBole 1.2.1 needs on today's torch and pandas, applied once by `apply_recbole_compat()`.
 
-Each fix is scoped to RecBole (no process-wide monkey patching of torch itself) and is idempotent.
-Reading `sys.argv` is the third known pitfall; it is handled by `recbole_earn.config.EARNConfig`, which
-only takes command-line values that the runner hands over explicitly.
+Each fix is scoped to the RecBole module that needs it (no process-wide monkey patching of torch or pandas)
+and is idempotent. Reading `sys.argv` is the other known pitfall; it is handled by
+`recbole_earn.config.Config`, which only takes command-line values that the runner hands over explicitly.
 """
 
+import csv
 import types
 
+import pandas
 import torch
 
 _applied = False
 
 
-class _TorchWithRecBoleCheckpoints(types.ModuleType):
-    """`torch` as seen from RecBole's trainer: the same module, except that `load` unpickles RecBole's own
-    checkpoints. Why: torch >= 2.6 loads with `weights_only=True`, and RecBole's checkpoints pickle the
-    whole Config ("Unsupported operand 149" at `trainer.evaluate(load_best_model=True)`)."""
+class _ModuleWithOverrides(types.ModuleType):
+    """A module as seen from one RecBole module: every attribute of `module`, except the given functions."""
 
-    def __init__(self):
-        super().__init__("torch")
+    def __init__(self, module, **overrides):
+        super().__init__(module.__name__)
+        self._module = module
+        self.__dict__.update(overrides)
 
-    def __getattr__(self, name):
-        return getattr(torch, name)
-
-    @staticmethod
-    def load(*args, **kwargs):
-        kwargs.setdefault("weights_only", False)
-        return torch.load(*args, **kwargs)
+    def __getattr__(self, name):  # only called for names not overridden
+        return getattr(self._module, name)
 
 
-def load_recbole_checkpoint(path, map_location="cpu"):
-    """Load a checkpoint file written by RecBole's Trainer (a pickled dict holding the Config)."""
-    return torch.load(path, map_location=map_location, weights_only=False)
+def load_recbole_checkpoint(path, map_location="cpu", **kwargs):
+    """Load a checkpoint written by RecBole's Trainer: a pickled dict that holds the whole Config."""
+    kwargs.setdefault("weights_only", False)
+    return torch.load(path, map_location=map_location, **kwargs)
+
+
+def _torch_load_for_recbole(*args, **kwargs):
+    kwargs.setdefault("weights_only", False)
+    return torch.load(*args, **kwargs)
+
+
+def _read_atomic_file(*args, **kwargs):
+    kwargs.setdefault("quoting", csv.QUOTE_NONE)
+    return pandas.read_csv(*args, **kwargs)
 
 
 def apply_recbole_compat():
@@ -39,10 +47,16 @@ def apply_recbole_compat():
     global _applied
     if _applied:
         return
+    import recbole.data.dataset.dataset as recbole_dataset
     import recbole.trainer.trainer as recbole_trainer
 
-    # Why: RecBole's Trainer reloads its best checkpoint with a bare torch.load (see the class above).
-    recbole_trainer.torch = _TorchWithRecBoleCheckpoints()
+    # Why: torch >= 2.6 loads with weights_only=True, and RecBole's checkpoints pickle the whole Config
+    # ("Unsupported operand 149" at trainer.evaluate(load_best_model=True)).
+    recbole_trainer.torch = _ModuleWithOverrides(torch, load=_torch_load_for_recbole)
+
+    # Why: atomic files are plain tab-separated text, but pandas treats a field that starts with '"' as quoted
+    # and then fails ("'\t' expected after '\"'") or swallows text, e.g. a title like `"Weird Al" Yankovic`.
+    recbole_dataset.pd = _ModuleWithOverrides(pandas, read_csv=_read_atomic_file)
 
     # Why: recbole/model/sequential_recommender/sine.py runs torch.autograd.set_detect_anomaly(True) at
     # import, which makes every backward about 1.7x slower, LLMs included. Import the zoo now, then undo it.

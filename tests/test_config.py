@@ -1,0 +1,98 @@
+"""Config precedence (RecBole < ours < user files < config_dict < command line), argv isolation and the
+RecBole 1.2.1 compatibility fixes."""
+
+import sys
+
+import pytest
+import torch
+import yaml
+
+from recbole_earn.config import Config
+
+
+def write_yaml(path, values):
+    path.write_text(yaml.safe_dump(values))
+    return str(path)
+
+
+def test_our_defaults_layer_over_recboles():
+    config = Config(model="SASRec", dataset="ml-100k")
+    assert config["topk"] == [10, 20]  # ours (RecBole's overall.yaml says [10])
+    assert config["valid_metric"] == "NDCG@10"  # ours (RecBole's says MRR@10)
+    assert config["TITLE_FIELD"] == "movie_title"  # properties/dataset/ml-100k.yaml
+    assert config["item_noun"] == "movies"
+    assert config["hidden_size"] == 64  # RecBole's own properties/model/SASRec.yaml still applies
+    assert "TITLE_FIELD" in config.parameters["Dataset"]
+
+
+def test_user_layers_win_in_order(tmp_path):
+    first = write_yaml(tmp_path / "a.yaml", {"epochs": 3, "learning_rate": 0.01, "topk": [5]})
+    second = write_yaml(tmp_path / "b.yaml", {"epochs": 4, "item_noun": "films"})
+    config = Config(
+        model="SASRec",
+        dataset="ml-100k",
+        config_file_list=[first, second],
+        config_dict={"epochs": 5, "train_batch_size": 64},
+        cmd_args={"train_batch_size": "32"},
+    )
+    assert config["topk"] == [5]  # a user file beats our overall.yaml
+    assert config["item_noun"] == "films"  # a user file beats our dataset yaml
+    assert config["learning_rate"] == 0.01
+    assert config["epochs"] == 5  # config_dict beats files
+    assert config["train_batch_size"] == 32  # the command line beats config_dict, converted to int
+
+
+def test_sys_argv_is_not_parsed(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["pytest", "--epochs=999", "-q"])
+    config = Config(model="SASRec", dataset="ml-100k")
+    assert config["epochs"] != 999
+
+
+def test_ce_loss_models_get_no_negative_sampling_by_default():
+    config = Config(model="SASRec", dataset="ml-100k")
+    assert config["loss_type"] == "CE"
+    assert config["train_neg_sample_args"]["distribution"] == "none"
+
+
+def test_explicit_negative_sampling_with_ce_loss_is_still_refused():
+    with pytest.raises(ValueError, match="should be None when the loss_type is CE"):
+        Config(
+            model="SASRec",
+            dataset="ml-100k",
+            config_dict={"train_neg_sample_args": {"distribution": "uniform", "sample_num": 1}},
+        )
+
+
+def test_autograd_anomaly_detection_is_off_after_importing_recboles_zoo():
+    Config(model="SASRec", dataset="ml-100k")
+    import recbole.model.sequential_recommender.sine  # noqa: F401  (the module that switches it on)
+
+    assert not torch.is_anomaly_enabled()
+
+
+def test_recbole_trainer_loads_its_own_pickled_checkpoints(tmp_path):
+    config = Config(model="SASRec", dataset="ml-100k")
+    path = tmp_path / "checkpoint.pth"
+    torch.save({"config": config, "state_dict": {"w": torch.ones(2)}}, path)
+    with pytest.raises(Exception):  # what plain torch.load does on torch >= 2.6
+        torch.load(path)
+    import recbole.trainer.trainer as recbole_trainer
+
+    checkpoint = recbole_trainer.torch.load(path, map_location="cpu")  # the call RecBole's Trainer makes
+    assert checkpoint["config"]["model"] == "SASRec"
+    assert torch.equal(checkpoint["state_dict"]["w"], torch.ones(2))
+
+
+def test_installed_wheel_layout_finds_properties(tmp_path, monkeypatch):
+    import recbole_earn.paths as paths
+
+    package = tmp_path / "site-packages" / "recbole_earn"
+    (package / "properties" / "dataset").mkdir(parents=True)
+    (package / "properties" / "overall.yaml").write_text("seed: 1\n")
+    (package / "properties" / "dataset" / "ml-1m.yaml").write_text("item_noun: movies\n")
+    monkeypatch.setattr(paths, "PACKAGE_DIR", str(package))
+    assert paths.properties_dir() == str(package / "properties")
+    assert paths.default_yaml_files("SASRec", "ml-1m") == [
+        str(package / "properties" / "overall.yaml"),
+        str(package / "properties" / "dataset" / "ml-1m.yaml"),
+    ]
