@@ -24,6 +24,7 @@ import json
 import os
 from collections import Counter
 
+from dataset_scripts.atomic import starts_with_quote
 from dataset_scripts.kcore import iterative_k_core
 from dataset_scripts.sources import MissingSourceError, require_files
 from dataset_scripts.text_cleaning import clean_categories, clean_text, title_problem
@@ -172,5 +173,8 @@ def load(source_dir=".", reviews_path=None, meta_path=None, k_core=5):
         )
     interactions.sort(key=lambda row: (row[0], row[3]))  # stable: ties keep file order
     items = {row[1] for row in interactions}
+    quoted = sum(starts_with_quote(metadata[item][0]) for item in items)
+    if quoted:
+        counts["kept titles starting with '\"' (need recbole-earn's reader; plain RecBole misreads them)"] = quoted
     tables = {"inter": (INTER_FIELDS, interactions), "item": item_table(items, metadata)}
     return tables, counts

@@ -3,16 +3,13 @@
 Format (what RecBole 1.2.1's `Dataset._load_feat` reads): UTF-8, '\\n' line endings, one header line of
 `name:type` fields, fields separated by a tab, `token_seq` values separated by a single space.
 
-RecBole reads these files with `pandas.read_csv(engine="python")`, i.e. with CSV quoting rules:
-- a tab, newline or CR inside a value would split the row or the record, so each becomes one space (the only
-  change made to text; titles otherwise stay byte-for-byte as in the source);
-- a value that *starts* with a double quote is taken as a quoted CSV field: `"Quoted" title` makes RecBole
-  fail with "'\\t' expected after '\"'" and an unbalanced leading quote swallows the rest of the file. Such a
-  value is written CSV-quoted (wrapped in double quotes, inner quotes doubled), which pandas/csv read back as
-  exactly the original text.
-  A quote anywhere else in a value is literal to that parser and written as it is.
-Other readers of these files should therefore parse them as CSV too, e.g.
-`pandas.read_csv(path, sep="\\t", dtype=str, keep_default_na=False, engine="python")`.
+A tab, newline or CR inside a value would split the row or the record, so each becomes one space; that is the
+only change made to text (titles otherwise stay byte-for-byte as in the source). There is no CSV quoting: a
+value is written as it is, quotes included, and recbole-earn reads these files that way (its item title table
+splits lines on tabs, and `recbole_earn.compat` makes RecBole read them with `quoting=csv.QUOTE_NONE`). Plain
+RecBole reads with pandas' default CSV quoting instead, so there a value that *starts* with a double quote
+(e.g. an Amazon title like `"Weird Al" Yankovic`) fails to load or is mangled; the Amazon converter counts such
+titles (`starts_with_quote`) in its summary.
 """
 
 import os
@@ -29,11 +26,9 @@ def clean_text(value):
     return value
 
 
-def quote_if_needed(value):
-    """CSV-quote a value that starts with a double quote, so that RecBole's CSV reader returns it unchanged."""
-    if value.startswith('"'):
-        return '"' + value.replace('"', '""') + '"'
-    return value
+def starts_with_quote(value):
+    """True for text that plain RecBole (pandas with CSV quoting) cannot read back unchanged."""
+    return value.startswith('"')
 
 
 def format_number(value):
@@ -54,7 +49,7 @@ def format_value(value, field_type):
         return format_number(value)
     if isinstance(value, (list, tuple)):
         value = SEQ_SEPARATOR.join(clean_text(str(element)) for element in value)
-    return quote_if_needed(clean_text(str(value)))
+    return clean_text(str(value))
 
 
 def write_table(binary_file, fields, rows):

@@ -89,6 +89,9 @@ def main(argv=None):
     except ValueError as error:
         print(f"error: {args.name}: {error}", file=sys.stderr)
         return EXIT_CONVERSION_FAILED
+    except (OSError, EOFError) as error:  # unreadable input (e.g. a truncated .gz) or unwritable output
+        print(f"error: {args.name}: {type(error).__name__}: {error}; nothing was written", file=sys.stderr)
+        return EXIT_CONVERSION_FAILED
     for path in paths:
         print(f"wrote {path}")
     print(f"done in {time.perf_counter() - started:.1f} s")

