@@ -1,0 +1,89 @@
+"""The attention function the EARN engine registers with transformers.
+
+Ordinary calls (training, prefill, the plain model) go straight to the backbone's own attention implementation
+(sdpa or eager). Decoding calls carry `earn_cache=<EARNCache>`; then a beam's single query attends to its prompt's
+shared keys (stored once per prompt, at batch B) and its own generated keys (at batch B * beams), with one softmax
+over both, so no beam ever copies the prompt's KV.
+"""
+
+import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+ATTENTION_NAME = "earn"
+_BASE_ATTENTION = {}  # id(config) -> the backbone's own implementation ("sdpa" or "eager"), kept out of config.json
+
+
+def _shared_prefix_attention(module, query, beam_keys, beam_values, cache, scaling):
+    """One decoding step of attention over [shared prompt part, per-beam generated part].
+
+    query:        [B*nb, H, 1, d]    (nb beams per prompt, H query heads = kvh * G)
+    shared K/V:   [B, kvh, P, d]     with additive mask [B, 1, 1, P] or None
+    beam K/V:     [B*nb, kvh, t, d]  (already holds this step's key)
+    returns       [B*nb, 1, H, d]    (the layout every transformers attention function returns)
+    """
+    layer = module.layer_idx
+    shared_keys, shared_values = cache.shared_keys[layer], cache.shared_values[layer]
+    shared_mask = cache.shared_mask[layer]
+    batch, kv_heads, prefix_len, head_dim = shared_keys.shape
+    beams_total, heads, q_len, _ = query.shape
+    if q_len != 1:
+        raise ValueError("EARN shared-prefix attention decodes one token per step")
+    nb = beams_total // batch
+    groups = heads // kv_heads
+
+    # Queries of all beams and all heads of one kv group, stacked as rows: [B, kvh, nb*G, d].
+    q_shared = query.view(batch, nb, kv_heads, groups, head_dim).permute(0, 2, 1, 3, 4)
+    q_shared = q_shared.reshape(batch, kv_heads, nb * groups, head_dim)
+    scores_shared = torch.matmul(q_shared, shared_keys.transpose(-1, -2)) * scaling  # [B, kvh, nb*G, P]
+    if shared_mask is not None:
+        scores_shared = scores_shared + shared_mask
+    # Re-laid as per beam rows: [B*nb, kvh, G, P] (a copy of scores, not of keys).
+    scores_shared = scores_shared.view(batch, kv_heads, nb, groups, prefix_len).permute(0, 2, 1, 3, 4)
+    scores_shared = scores_shared.reshape(beams_total, kv_heads, groups, prefix_len)
+
+    q_beam = query.view(beams_total, kv_heads, groups, head_dim)
+    scores_beam = torch.matmul(q_beam, beam_keys.transpose(-1, -2)) * scaling  # [B*nb, kvh, G, t]
+
+    weights = torch.softmax(torch.cat([scores_shared, scores_beam], dim=-1), dim=-1, dtype=torch.float32)
+    weights = weights.to(query.dtype)
+    w_shared, w_beam = weights.split([prefix_len, weights.shape[-1] - prefix_len], dim=-1)
+
+    out = torch.matmul(w_beam, beam_values)  # [B*nb, kvh, G, d]
+    w_shared = w_shared.reshape(batch, nb, kv_heads, groups, prefix_len).permute(0, 2, 1, 3, 4)
+    w_shared = w_shared.reshape(batch, kv_heads, nb * groups, prefix_len)
+    out_shared = torch.matmul(w_shared, shared_values)  # [B, kvh, nb*G, d]
+    out_shared = out_shared.view(batch, kv_heads, nb, groups, head_dim).permute(0, 2, 1, 3, 4)
+    out = out + out_shared.reshape(beams_total, kv_heads, groups, head_dim)
+    return out.reshape(beams_total, 1, heads, head_dim), None
+
+
+def earn_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    cache = kwargs.pop("earn_cache", None)
+    if cache is not None:
+        return _shared_prefix_attention(module, query, key, value, cache, scaling)
+    base = _BASE_ATTENTION.get(id(module.config), "sdpa")
+    if base == "eager":
+        from transformers.models.llama.modeling_llama import eager_attention_forward
+
+        return eager_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                       **kwargs)
+    return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                  **kwargs)
+
+
+def install_earn_attention(model):
+    """Register the EARN attention once and switch the backbone to it (its own implementation stays the fallback).
+    The EARN engine always passes its own 4D float masks, which sdpa and eager both take as additive."""
+    if ATTENTION_NAME not in ALL_ATTENTION_FUNCTIONS:
+        AttentionInterface.register(ATTENTION_NAME, earn_attention_forward)
+        AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)  # plain forward calls build sdpa-style masks
+    config = model.config
+    if config._attn_implementation != ATTENTION_NAME:
+        base = config._attn_implementation
+        if base not in ("sdpa", "eager"):
+            raise ValueError(f"EARN supports sdpa or eager attention backbones, got {base!r}")
+        _BASE_ATTENTION[id(config)] = base
+        config._attn_implementation_internal = ATTENTION_NAME

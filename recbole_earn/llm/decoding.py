@@ -1,0 +1,163 @@
+"""Greedy, beam and trie-constrained beam search on the EARN cache, for a batch of prompts at once.
+
+One prefill per prompt; the beams of a prompt share its prefill cache (EARNCache) and only their generated tokens
+are kept per beam. Each step feeds one token per beam through all N layers. With a trie, the lm head is applied
+only to the rows of the tokens some beam may take next, and each beam's log-probabilities are normalised over its
+own allowed tokens. Works the same for EARN (k < N) and vanilla (k = N) models, so both are timed on equal terms.
+
+Scores are summed log-probabilities (no length penalty); a beam that has ended (EOS, or a trie leaf) keeps its
+score and is padded. Beams that could not be filled (fewer allowed sequences than beams) get score -inf and
+length 0.
+"""
+
+import time
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence
+
+import torch
+
+from .trie import TokenTrie
+
+
+@dataclass
+class GenerationOutput:
+    sequences: torch.Tensor  # [B, beams, T] generated token ids, pad after a beam's end; beams best first
+    scores: torch.Tensor  # [B, beams] summed log-probabilities of the sequences (-inf for unfilled beams)
+    lengths: torch.Tensor  # [B, beams] generated tokens per beam, EOS included
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0  # everything after prefill: decoding steps and beam bookkeeping
+    decode_steps: int = 0  # model steps (one token per beam through all N layers)
+    kv_layer_bytes: List[int] = field(default_factory=list)  # per layer, at the end of decoding
+    kv_layer_lengths: list = field(default_factory=list)  # per layer (shared length, per-beam length)
+
+    def as_lists(self):
+        """Per prompt, per beam: (token ids up to the beam's length, score)."""
+        out = []
+        for b in range(self.sequences.shape[0]):
+            out.append([(self.sequences[b, j, : int(self.lengths[b, j])].tolist(), float(self.scores[b, j]))
+                        for j in range(self.sequences.shape[1])])
+        return out
+
+
+def beam_search(model, prompts: Sequence[Sequence[int]], num_beams: int = 4, max_new_tokens: int = 16,
+                trie: Optional[TokenTrie] = None, eos_token_id: Optional[int] = None,
+                stop_at_eos: bool = True) -> GenerationOutput:
+    """Beam search for every prompt of the batch. With `trie`, only sequences of the trie are produced (and
+    max_new_tokens may be None: the trie's depth). eos_token_id defaults to the model's (ignored with a trie: a
+    trie leaf ends a beam)."""
+    if num_beams < 1:
+        raise ValueError(f"num_beams must be >= 1, got {num_beams}")
+    if trie is not None:
+        max_new_tokens = trie.max_depth if max_new_tokens is None else min(max_new_tokens, trie.max_depth)
+        trie.to(model.registers.device)
+    if max_new_tokens is None or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    eos = model.eos_token_id if eos_token_id is None else eos_token_id
+    pad = model.pad_token_id
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            return _beam_search(model, prompts, num_beams, max_new_tokens, trie, eos if stop_at_eos else None, pad)
+    finally:
+        model.train(was_training)
+
+
+def greedy_search(model, prompts, max_new_tokens=16, eos_token_id=None, stop_at_eos=True) -> GenerationOutput:
+    """Greedy decoding: beam search with one beam (same argmax, same cache)."""
+    return beam_search(model, prompts, num_beams=1, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id,
+                       stop_at_eos=stop_at_eos)
+
+
+def constrained_beam_search(model, prompts, trie: TokenTrie, num_beams=20, max_new_tokens=None) -> GenerationOutput:
+    """Beam search that only ever produces sequences of `trie` (e.g. the token ids of every real item)."""
+    return beam_search(model, prompts, num_beams=num_beams, max_new_tokens=max_new_tokens, trie=trie)
+
+
+def _beam_search(model, prompts, nb, max_new_tokens, trie, eos, pad):
+    device = model.registers.device
+    start = time.perf_counter()
+    prefill = model.prefill(prompts)
+    prefill_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    cache = prefill.cache
+    cache.start_decoding(nb)
+    batch = len(prompts)
+    neg_inf = float("-inf")
+
+    hidden = prefill.last_hidden  # [B, hidden] at step 0 (all beams of a prompt are the same), then [B*nb, hidden]
+    scores = torch.full((batch, nb), neg_inf, device=device)
+    scores[:, 0] = 0.0  # only beam 0 is live before the first token, so the first top-k takes distinct tokens
+    finished = torch.zeros((batch, nb), dtype=torch.bool, device=device)
+    lengths = torch.zeros((batch, nb), dtype=torch.long, device=device)
+    nodes = torch.zeros((batch, nb), dtype=torch.long, device=device)  # trie node of each beam
+    history = torch.empty((batch, nb, 0), dtype=torch.long, device=device)
+    prompt_offsets = torch.arange(batch, device=device)[:, None] * nb  # [B, 1] first flat beam row of each prompt
+    steps = 0
+
+    for step in range(max_new_tokens):
+        # 1. log-probabilities of each beam's candidate next tokens: [B, nb, C]
+        if trie is not None:
+            cand_tokens = trie.children_tokens[nodes]  # [B, nb, C], -1 = none
+            cand_nodes = trie.children_nodes[nodes]
+            valid = cand_tokens >= 0
+            union = torch.unique(cand_tokens[valid & ~finished[..., None]])  # sorted allowed tokens, [u]
+            logits = model.logits(hidden, union).float()  # [B or B*nb, u]: only the allowed rows of the lm head
+            logits = logits.view(batch, -1, union.numel()).expand(batch, nb, union.numel())
+            columns = torch.searchsorted(union, cand_tokens.clamp(min=0)).clamp(max=union.numel() - 1)
+            logp = logits.gather(-1, columns).masked_fill(~valid, neg_inf)
+            logp = torch.log_softmax(logp, dim=-1).masked_fill(~valid, neg_inf)
+            end_column = 0  # an ended beam continues with column 0 (emitted as pad) at no cost
+        else:
+            logits = model.logits(hidden).float()  # [B or B*nb, vocab]
+            logp = torch.log_softmax(logits, dim=-1).view(batch, -1, logits.shape[-1]).expand(batch, nb, -1)
+            end_column = pad
+        if bool(finished.any()):
+            ended_row = torch.full_like(logp[:1, :1], neg_inf)  # [1, 1, C]
+            ended_row[..., end_column] = 0.0
+            logp = torch.where(finished[..., None], ended_row, logp)
+
+        # 2. keep the nb best (beam, candidate) pairs of each prompt
+        width = logp.shape[-1]
+        total = scores[..., None] + logp  # [B, nb, C]
+        scores, flat = total.view(batch, -1).topk(nb, dim=-1)  # [B, nb], sorted best first
+        source = flat // width  # beam each new beam extends
+        column = flat % width
+        was_finished = finished.gather(1, source)
+        if trie is not None:
+            token = cand_tokens.gather(1, source[..., None].expand(-1, -1, width)).gather(-1, column[..., None])[..., 0]
+            new_nodes = cand_nodes.gather(1, source[..., None].expand(-1, -1, width)).gather(-1, column[..., None])
+            nodes = torch.where(was_finished, nodes.gather(1, source), new_nodes[..., 0])
+        else:
+            token = column
+        dead = torch.isinf(scores)  # nothing valid left to fill this beam
+        token = torch.where(was_finished | dead, torch.full_like(token, pad), token)
+        nodes = torch.where(dead, torch.zeros_like(nodes), nodes)
+        lengths = torch.where(was_finished | dead, lengths.gather(1, source) * ~dead, lengths.gather(1, source) + 1)
+        history = torch.cat([history.gather(1, source[..., None].expand(-1, -1, history.shape[-1])),
+                             token[..., None]], dim=-1)
+        finished = was_finished | dead
+        if trie is not None:
+            finished = finished | (trie.n_children[nodes] == 0)
+        elif eos is not None:
+            finished = finished | (token == eos)
+        if step == max_new_tokens - 1 or bool(finished.all()):
+            break
+
+        # 3. run the chosen tokens through all layers (the per-beam cache follows its beams first)
+        if step > 0:
+            cache.reorder_beams((prompt_offsets + source).view(-1))
+        positions = (prefill.prefix_lengths[:, None] + step).expand(batch, nb).reshape(-1)  # [B*nb]
+        hidden = model.decode_step(cache, token.reshape(-1), positions)  # [B*nb, hidden]
+        steps += 1
+
+    return GenerationOutput(
+        sequences=history,
+        scores=scores,
+        lengths=lengths,
+        prefill_seconds=prefill_seconds,
+        decode_seconds=time.perf_counter() - start,
+        decode_steps=steps,
+        kv_layer_bytes=cache.layer_bytes(),
+        kv_layer_lengths=cache.layer_lengths(),
+    )

@@ -1,0 +1,225 @@
+"""EARNModel: a causal LLM run the EARN way (register tokens + later layers pruned to registers and response).
+
+It drives the backbone's own modules (embed_tokens, rotary_emb, each decoder layer, norm, lm_head) in a loop:
+  layers[:k]  on the full left-padded batch   [B, S]  with causal + padding masks
+  gather      registers, last prefix token, response (index tensors; examples differ in length)
+  layers[k:]  on that short batch             [B, K]  causally among themselves, original position ids kept
+With k = N every layer sees everything: the vanilla model with registers inserted.
+
+The same loop serves training (loss on the response), prefill (writes the uneven EARNCache) and one decoding step
+(reads it; see attention.py for how beams share the prompt's cache). Token-level decoders live in decoding.py.
+"""
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from .attention import install_earn_attention
+from .backbone import base_causal_lm, check_supported
+from .batch import IGNORE_INDEX, EARNBatch, build_batch, causal_mask, padding_mask
+from .cache import EARNCache
+from .config import EARNConfig
+
+
+@dataclass
+class EARNOutput:
+    loss: Optional[torch.Tensor]  # mean next-token cross-entropy over response tokens (+EOS)
+    hidden_states: torch.Tensor  # [B, K, hidden] final (normed) hidden states at the kept positions
+    batch: EARNBatch
+
+
+@dataclass
+class PrefillOutput:
+    cache: EARNCache
+    last_hidden: torch.Tensor  # [B, hidden] final hidden state of the last prefix token (predicts the 1st response token)
+    prefix_lengths: torch.Tensor  # [B] position id of the first generated token
+
+
+class EARNModel(nn.Module):
+    def __init__(self, backbone, config: Optional[EARNConfig] = None, tokenizer=None, bos_token_id=None,
+                 pad_token_id=None, eos_token_id=None):
+        """backbone: a *ForCausalLM of a supported family, possibly wrapped by peft. Token ids default to the
+        tokenizer's, then to the backbone config's."""
+        super().__init__()
+        config = config or EARNConfig()
+        lm = base_causal_lm(backbone)
+        check_supported(lm)
+        self.backbone = backbone
+        self.earn_config = config
+        self.num_layers = lm.config.num_hidden_layers
+        self.earn_k = config.resolved_k(self.num_layers)
+        self.n_prefix_registers = config.n_prefix_registers
+        self.n_suffix_registers = config.n_suffix_registers
+
+        def pick(explicit, name):
+            if explicit is not None:
+                return explicit
+            value = getattr(tokenizer, name, None) if tokenizer is not None else None
+            return value if value is not None else getattr(lm.config, name, None)
+
+        self.bos_token_id = pick(bos_token_id, "bos_token_id")
+        self.eos_token_id = pick(eos_token_id, "eos_token_id")
+        self.pad_token_id = pick(pad_token_id, "pad_token_id")
+        if self.pad_token_id is None:
+            self.pad_token_id = self.eos_token_id if self.eos_token_id is not None else 0
+
+        # Registers start near the scale of real token embeddings; they always train (even with a frozen backbone).
+        embed_weight = lm.get_input_embeddings().weight
+        scale = embed_weight.detach().float().std().item()
+        registers = torch.randn(config.n_registers, embed_weight.shape[1]) * scale
+        self.registers = nn.Parameter(registers.to(embed_weight.dtype))
+        install_earn_attention(lm)
+
+    # -- the backbone's own modules, reached through a peft wrapper if there is one ------------------------------
+    @property
+    def causal_lm(self):
+        return base_causal_lm(self.backbone)
+
+    @property
+    def decoder(self):
+        return self.causal_lm.model
+
+    @property
+    def layers(self):
+        return self.decoder.layers
+
+    @property
+    def hidden_size(self):
+        return self.registers.shape[1]
+
+    @property
+    def n_registers(self):
+        return self.registers.shape[0]
+
+    # -- batches ------------------------------------------------------------------------------------------------
+    def make_batch(self, prompts: Sequence[Sequence[int]], responses: Optional[Sequence[Sequence[int]]] = None,
+                   add_eos: bool = True) -> EARNBatch:
+        """Token-id lists -> padded EARN batch on the model's device (see batch.py for the layout)."""
+        batch = build_batch(
+            prompts, responses,
+            n_prefix_registers=self.n_prefix_registers,
+            n_suffix_registers=self.n_suffix_registers,
+            bos_token_id=self.bos_token_id,
+            pad_token_id=self.pad_token_id,
+            eos_token_id=self.eos_token_id,
+            add_eos=add_eos,
+        )
+        return batch.to(self.registers.device)
+
+    def input_embeddings(self, batch: EARNBatch) -> torch.Tensor:
+        """[B, S, hidden]: token embeddings with the register vectors at the register slots."""
+        embeds = self.decoder.embed_tokens(batch.input_ids)  # [B, S, hidden]
+        if self.n_registers == 0:
+            return embeds
+        is_register = (batch.register_index >= 0).unsqueeze(-1)  # [B, S, 1]
+        register_embeds = self.registers[batch.register_index.clamp(min=0)]  # [B, S, hidden]
+        return torch.where(is_register, register_embeds.to(embeds.dtype), embeds)
+
+    # -- the split forward --------------------------------------------------------------------------------------
+    def _run_layers(self, layers, hidden, mask, position_ids, cache=None, **kwargs):
+        position_embeddings = self.decoder.rotary_emb(hidden, position_ids)  # (cos, sin), each [B, S, head_dim]
+        for layer in layers:
+            hidden = layer(hidden, attention_mask=mask, position_ids=position_ids, past_key_values=cache,
+                           position_embeddings=position_embeddings, **kwargs)
+        return hidden
+
+    def split_forward(self, batch: EARNBatch, cache: Optional[EARNCache] = None) -> torch.Tensor:
+        """Final (normed) hidden states at the kept positions, [B, K, hidden]. With a cache, records the prefill KV."""
+        k = self.earn_k
+        hidden = self.input_embeddings(batch)  # [B, S, hidden]
+        if k > 0:
+            mask = causal_mask(batch.attention_mask, hidden.dtype)  # [B, 1, S, S]
+            hidden = self._run_layers(self.layers[:k], hidden, mask, batch.position_ids, cache)
+        # Only registers, the last prefix token and the response go on; each keeps its original position id.
+        gather_index = batch.keep_index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])  # [B, K, hidden]
+        hidden = hidden.gather(1, gather_index)  # [B, K, hidden]
+        if k < self.num_layers:
+            short_positions = batch.position_ids.gather(1, batch.keep_index)  # [B, K]
+            short_mask = causal_mask(batch.keep_mask, hidden.dtype)  # [B, 1, K, K]
+            hidden = self._run_layers(self.layers[k:], hidden, short_mask, short_positions, cache)
+        return self.decoder.norm(hidden)
+
+    def forward(self, batch: EARNBatch) -> EARNOutput:
+        """Training forward: next-token cross-entropy on the response tokens (+EOS), only their logits computed."""
+        hidden = self.split_forward(batch)  # [B, K, hidden]
+        scored = batch.labels != IGNORE_INDEX  # [B, K]
+        loss = None
+        if bool(scored.any()):
+            logits = self.causal_lm.lm_head(hidden[scored])  # [M, vocab], M = response tokens in the batch
+            loss = nn.functional.cross_entropy(logits.float(), batch.labels[scored])
+        return EARNOutput(loss=loss, hidden_states=hidden, batch=batch)
+
+    def compute_loss(self, prompts, responses, add_eos=True) -> torch.Tensor:
+        return self(self.make_batch(prompts, responses, add_eos=add_eos)).loss
+
+    def kept_logits(self, batch: EARNBatch) -> torch.Tensor:
+        """Full-vocabulary logits at every kept position, [B, K, vocab] (for tests and analysis)."""
+        return self.causal_lm.lm_head(self.split_forward(batch))
+
+    # -- inference ----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def prefill(self, prompts: Sequence[Sequence[int]]) -> PrefillOutput:
+        """Run the prompts once ([BOS R_pre prompt R_suf], left padded) and keep the uneven cache:
+        layers < k hold the whole padded prompt, layers >= k the R registers."""
+        batch = self.make_batch(prompts)
+        cache = EARNCache(self.num_layers, self.earn_k)
+        hidden = self.split_forward(batch, cache)  # [B, K, hidden]; last column = last prefix token
+        prompt_mask = padding_mask(batch.attention_mask, hidden.dtype)  # [B, 1, 1, S] or None
+        for i in range(self.earn_k):
+            cache.shared_mask[i] = prompt_mask
+        if self.earn_k < self.num_layers and not bool(batch.keep_mask.all()):
+            raise AssertionError("prefill kept tokens are the registers, never padded")
+        return PrefillOutput(cache=cache, last_hidden=hidden[:, -1], prefix_lengths=batch.prefix_lengths)
+
+    @torch.no_grad()
+    def decode_step(self, cache: EARNCache, token_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        """Feed one token per beam through all N layers. token_ids, position_ids: [B * beams].
+        Returns the final hidden states [B * beams, hidden]."""
+        hidden = self.decoder.embed_tokens(token_ids[:, None])  # [B*nb, 1, hidden]
+        hidden = self._run_layers(self.layers, hidden, None, position_ids[:, None], cache, earn_cache=cache)
+        return self.decoder.norm(hidden)[:, 0]
+
+    def logits(self, hidden: torch.Tensor, token_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """lm head on hidden [..., hidden]: all vocabulary, or only the rows `token_ids` [u] -> [..., u]."""
+        lm_head = self.causal_lm.lm_head
+        if token_ids is None:
+            return lm_head(hidden)
+        if type(lm_head) is not nn.Linear:  # e.g. a LoRA-wrapped head: no plain rows to gather
+            return lm_head(hidden)[..., token_ids]
+        weight = lm_head.weight[token_ids]  # [u, hidden]
+        out = hidden @ weight.t()
+        if lm_head.bias is not None:
+            out = out + lm_head.bias[token_ids]
+        return out
+
+    # -- text embeddings (BIGRec grounding) ---------------------------------------------------------------------
+    @torch.no_grad()
+    def embed_texts(self, texts: Sequence[Sequence[int]], batch_size: int = 64, add_bos: bool = False) -> torch.Tensor:
+        """Last-layer (normed) hidden state of the last token of each token-id list, [n, hidden]: the plain backbone,
+        all layers, no registers. Batches are left padded with per-example position ids starting at 0."""
+        outputs = []
+        for start in range(0, len(texts), batch_size):
+            chunk = [([self.bos_token_id] if add_bos else []) + list(t) for t in texts[start:start + batch_size]]
+            if any(len(t) == 0 for t in chunk):
+                raise ValueError("embed_texts got an empty token list")
+            batch = build_batch(chunk, None, n_prefix_registers=0, n_suffix_registers=0, bos_token_id=None,
+                                pad_token_id=self.pad_token_id).to(self.registers.device)
+            hidden = self.decoder.embed_tokens(batch.input_ids)
+            mask = causal_mask(batch.attention_mask, hidden.dtype)
+            hidden = self._run_layers(self.layers, hidden, mask, batch.position_ids)
+            outputs.append(self.decoder.norm(hidden[:, -1]))
+        return torch.cat(outputs)
+
+    # -- saving only what trains --------------------------------------------------------------------------------
+    def trainable_state_dict(self):
+        """The trained parameters only (registers, LoRA weights or the whole backbone for full fine-tuning)."""
+        names = {name for name, p in self.named_parameters() if p.requires_grad}
+        return {name: t for name, t in self.state_dict().items() if name in names}
+
+    def load_trainable_state_dict(self, state_dict):
+        missing, unexpected = self.load_state_dict(state_dict, strict=False)
+        if unexpected:
+            raise KeyError(f"unexpected keys in EARN state dict: {unexpected[:5]}")
+        return self
