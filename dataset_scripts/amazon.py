@@ -32,6 +32,7 @@ from dataset_scripts.text_cleaning import clean_categories, clean_text, title_pr
 DATASET_NAME = "amazon-games"
 REVIEW_FILE_NAMES = ("Video_Games_5.json.gz", "Video_Games.json.gz")  # preferred first
 META_FILE_NAME = "meta_Video_Games.json.gz"
+DEFAULT_K_CORE = 5
 DOWNLOAD_PAGE = "https://nijianmo.github.io/amazon/index.html"
 HOW_TO_GET = (
     f"Download the Video Games files of the Amazon Review Data (2018) from {DOWNLOAD_PAGE} "
@@ -156,7 +157,7 @@ def item_table(items, metadata):
     return fields, rows
 
 
-def load(source_dir=".", reviews_path=None, meta_path=None, k_core=5):
+def load(source_dir=".", reviews_path=None, meta_path=None, k_core=DEFAULT_K_CORE):
     """(tables for write_atomic_dataset, counts) for amazon-games. Raises MissingSourceError before reading
     anything, ValueError when nothing is left."""
     reviews_path, meta_path = locate_sources(source_dir, reviews_path, meta_path)

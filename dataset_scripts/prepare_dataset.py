@@ -28,6 +28,13 @@ EXIT_CONVERSION_FAILED = 1
 EXIT_MISSING_SOURCE = 2
 
 
+def non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="prepare_dataset.py",
@@ -37,7 +44,9 @@ def build_parser():
     )
     parser.add_argument("name", choices=DATASET_NAMES, help="the dataset to build")
     parser.add_argument(
-        "--out", default="dataset", help="output folder, RecBole's data_path (default: %(default)s/ in the current directory)"
+        "--out",
+        default="dataset",
+        help="output folder, RecBole's data_path (default: %(default)s/ in the working directory)",
     )
     parser.add_argument(
         "--source-dir",
@@ -49,7 +58,10 @@ def build_parser():
     parser.add_argument("--reviews", default=None, help="amazon-games: the reviews file (overrides --source-dir)")
     parser.add_argument("--meta", default=None, help="amazon-games: the metadata file (overrides --source-dir)")
     parser.add_argument(
-        "--k-core", type=int, default=5, help="amazon-games: iterative k-core on users and items (default: %(default)s)"
+        "--k-core",
+        type=non_negative_int,
+        default=None,
+        help=f"amazon-games: iterative k-core on users and items (default: {amazon.DEFAULT_K_CORE})",
     )
     return parser
 
@@ -68,8 +80,6 @@ def prepare(args):
         interactions, items = ml1m.load(args.source_dir)
         tables = {"inter": (ml1m.INTER_FIELDS, interactions), "item": (ml1m.ITEM_FIELDS, items)}
     else:
-        if args.k_core < 0:
-            raise ValueError("--k-core must be 0 or more")
         source_dir = args.source_dir if args.source_dir is not None else "."
         tables, counts = amazon.load(source_dir, args.reviews, args.meta, args.k_core)
         for reason, count in sorted(counts.items()):
@@ -78,8 +88,22 @@ def prepare(args):
     return write_atomic_dataset(args.out, args.name, tables)
 
 
+def check_options_apply(parser, args):
+    """Refuse options that the chosen dataset would silently ignore."""
+    amazon_only = {"--reviews": args.reviews, "--meta": args.meta, "--k-core": args.k_core}
+    ignored = [flag for flag, value in amazon_only.items() if value is not None and args.name != amazon.DATASET_NAME]
+    if args.source_dir is not None and args.name == ml100k.DATASET_NAME:
+        ignored.append("--source-dir")
+    if ignored:
+        parser.error(f"not used by {args.name}: {', '.join(ignored)}")
+    if args.k_core is None:
+        args.k_core = amazon.DEFAULT_K_CORE
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_options_apply(parser, args)
     started = time.perf_counter()
     try:
         paths = prepare(args)

