@@ -14,6 +14,7 @@ Steps, as BIGRec and LC-Rec prepare the data:
 2. identical (user, item, timestamp) reviews are kept once.
 3. iterative k-core on users and items (default 5).
 4. chronological order: sorted by user, then timestamp (stable).
+Items that share a title (often one game on several platforms) stay distinct items; the summary counts them.
 Output: `amazon-games.inter` (user_id = reviewerID, item_id = asin) and `amazon-games.item` with `title`, and
 `brand:token` / `categories:token_seq` when any kept item has them.
 """
@@ -174,6 +175,10 @@ def load(source_dir=".", reviews_path=None, meta_path=None, k_core=DEFAULT_K_COR
         )
     interactions.sort(key=lambda row: (row[0], row[3]))  # stable: ties keep file order
     items = {row[1] for row in interactions}
+    title_counts = Counter(metadata[item][0] for item in items)
+    shared = sum(count for count in title_counts.values() if count > 1)
+    if shared:  # kept apart: different asins are different products (often platforms or editions)
+        counts["kept items whose title another kept item also has"] = shared
     quoted = sum(starts_with_quote(metadata[item][0]) for item in items)
     if quoted:
         counts["kept titles starting with '\"' (need recbole-earn's reader; plain RecBole misreads them)"] = quoted
