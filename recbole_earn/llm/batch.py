@@ -73,8 +73,6 @@ def build_batch(
         # Targets: the token after each position; the last position predicts EOS.
         following = sequence[1:] + ([eos_token_id] if add_eos else [IGNORE_INDEX])
         target = [following[p] if responses is not None and p >= len(prefix) - 1 else IGNORE_INDEX for p in keep]
-        if responses is not None and not add_eos and len(response) == 0:
-            raise ValueError(f"example {i}: an empty response without EOS leaves nothing to learn")
         sequences.append(sequence)
         register_ids.append(registers)
         kept.append(keep)

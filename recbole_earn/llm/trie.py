@@ -22,7 +22,7 @@ class TokenTrie:
             node = 0
             for pos, token in enumerate(seq):
                 if ends[node]:
-                    raise ValueError(f"TokenTrie: sequence {seq} extends another sequence; append EOS to each")
+                    raise ValueError(f"TokenTrie: sequence {seq} has another sequence as a prefix; append EOS to each")
                 nxt = children[node].get(token)
                 if nxt is None:
                     nxt = len(children)
