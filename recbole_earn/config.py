@@ -1,7 +1,8 @@
 """RecBole's Config with recbole-earn's defaults layered in.
 
 Precedence, lowest first: RecBole's own defaults (overall, model, dataset, quick-start yaml), then ours
-(`properties/overall.yaml`, `properties/model/<Model>.yaml`, `properties/dataset/<dataset>.yaml`), then the
+(`properties/overall.yaml`, `properties/model/<Model>.yaml` for the model class and its base classes, base
+first, then `properties/dataset/<dataset>.yaml`), then the
 user's `config_file_list`, then `config_dict`, then command-line `--key=value` values (user wins).
 """
 
@@ -45,7 +46,7 @@ class Config(RecBoleConfig):
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
         dataset_yaml_suffix = f"dataset/{dataset}.yaml"
-        for path in default_yaml_files(model, dataset):
+        for path in default_yaml_files(model_class, dataset):
             loaded = self._update_internal_config_dict(path) or {}
             if path.replace("\\", "/").endswith(dataset_yaml_suffix):
                 # RecBole prints dataset keys under "Dataset Hyper Parameters"; keep ours there too.

@@ -20,12 +20,16 @@ def properties_dir():
     )
 
 
-def default_yaml_files(model_name, dataset_name):
-    """Our default yaml files for a model and a dataset, lowest precedence first, only those that exist."""
+def default_yaml_files(model_class, dataset_name):
+    """Our default yaml files for a model class and a dataset, lowest precedence first, only those that exist.
+
+    A model's yaml files follow its class hierarchy (base classes first), so `EARNBIGRec.yaml` only holds what
+    differs from `BIGRec.yaml`, which only holds what differs from `LLMRecommender.yaml`."""
     root = properties_dir()
-    candidates = [
-        os.path.join(root, "overall.yaml"),
-        os.path.join(root, "model", f"{model_name}.yaml"),
-        os.path.join(root, "dataset", f"{dataset_name}.yaml"),
-    ]
+    model_names = [cls.__name__ for cls in reversed(model_class.__mro__)]
+    candidates = (
+        [os.path.join(root, "overall.yaml")]
+        + [os.path.join(root, "model", f"{name}.yaml") for name in model_names]
+        + [os.path.join(root, "dataset", f"{dataset_name}.yaml")]
+    )
     return [path for path in candidates if os.path.isfile(path)]

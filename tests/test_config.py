@@ -92,7 +92,9 @@ def test_installed_wheel_layout_finds_properties(tmp_path, monkeypatch):
     (package / "properties" / "dataset" / "ml-1m.yaml").write_text("item_noun: movies\n")
     monkeypatch.setattr(paths, "PACKAGE_DIR", str(package))
     assert paths.properties_dir() == str(package / "properties")
-    assert paths.default_yaml_files("SASRec", "ml-1m") == [
+    from recbole.model.sequential_recommender.sasrec import SASRec
+
+    assert paths.default_yaml_files(SASRec, "ml-1m") == [
         str(package / "properties" / "overall.yaml"),
         str(package / "properties" / "dataset" / "ml-1m.yaml"),
     ]
