@@ -240,14 +240,25 @@ def load_backbone(llm_path, dtype=torch.float32):
     return model, tokenizer
 
 
+def _hub_offline():
+    from huggingface_hub import constants
+
+    flag = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    return flag or bool(getattr(constants, "HF_HUB_OFFLINE", False))
+
+
 def _load_hub(hub_id, dtype):
-    """A hub id: the local hub cache first; a download only when a network exists; otherwise a clear error at once
-    instead of the hub client's retries."""
+    """A hub id: the local hub cache first (resolved to a folder, so no hub request is made); a download only when
+    a network exists; otherwise a clear error at once instead of the hub client's minute of retries."""
+    from huggingface_hub import snapshot_download
+
     try:
-        return _load_folder(hub_id, dtype, local_files_only=True)
-    except OSError:
-        pass
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+        folder = snapshot_download(hub_id, local_files_only=True)
+    except Exception:  # not in the local cache (LocalEntryNotFoundError and friends)
+        folder = None
+    if folder is not None and os.path.isfile(os.path.join(folder, "config.json")):
+        return _load_folder(folder, dtype)
+    offline = _hub_offline()
     if offline or not _network_reachable():
         reason = "HF_HUB_OFFLINE is set" if offline else "the hub is not reachable (no network)"
         raise OSError(
