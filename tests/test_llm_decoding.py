@@ -145,7 +145,7 @@ def test_constrained_matches_brute_force_best_item():
     assert tuple(out.as_lists()[0][0][0]) == best
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     items=st.lists(st.lists(st.integers(2000, 2007), min_size=1, max_size=4), min_size=1, max_size=10),
     num_beams=st.integers(1, 6),
@@ -170,3 +170,15 @@ def test_trie_rejects_prefixes_and_empty_input():
         TokenTrie([[1, 2], [1, 2, 3]])
     with pytest.raises(ValueError, match="at least one"):
         TokenTrie([])
+
+
+def test_copying_the_prompt_cache_per_beam_gives_the_same_result():
+    """share_prompt_cache=False (the usual per-beam copy) is the same computation, only with more memory."""
+    torch.manual_seed(0)
+    model = earn_model(earn_k=2)
+    prompts = random_prompts(3, 2, 12, seed=8)
+    shared = beam_search(model, prompts, num_beams=4, max_new_tokens=4, stop_at_eos=False)
+    copied = beam_search(model, prompts, num_beams=4, max_new_tokens=4, stop_at_eos=False, share_prompt_cache=False)
+    assert shared.sequences.tolist() == copied.sequences.tolist()
+    assert torch.allclose(shared.scores, copied.scores, atol=1e-4)
+    assert sum(copied.kv_layer_bytes) > sum(shared.kv_layer_bytes)

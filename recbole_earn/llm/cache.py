@@ -42,10 +42,18 @@ class EARNCache:
         return self.beam_keys[layer_idx], self.beam_values[layer_idx]
 
     # -- phases -------------------------------------------------------------------------------------------------
-    def start_decoding(self, num_beams):
-        """After prefill: later updates go to the per-beam part, which has `num_beams` rows per prompt."""
+    def start_decoding(self, num_beams, share_prompt=True):
+        """After prefill: later updates go to the per-beam part, which has `num_beams` rows per prompt.
+        share_prompt=False copies the shared part once per beam instead (the usual approach; kept only to measure
+        what sharing saves: the attention code is the same, it just sees one beam per shared row)."""
         self.prefilling = False
         self.num_beams = num_beams
+        if not share_prompt and num_beams > 1:
+            for i in range(self.num_layers):
+                self.shared_keys[i] = self.shared_keys[i].repeat_interleave(num_beams, dim=0)
+                self.shared_values[i] = self.shared_values[i].repeat_interleave(num_beams, dim=0)
+                if self.shared_mask[i] is not None:
+                    self.shared_mask[i] = self.shared_mask[i].repeat_interleave(num_beams, dim=0)
 
     def reorder_beams(self, flat_beam_index):
         """Keep per-beam rows `flat_beam_index` ([B * beams], indices into B * beams) after a beam-search step."""

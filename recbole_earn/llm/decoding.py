@@ -41,10 +41,10 @@ class GenerationOutput:
 
 def beam_search(model, prompts: Sequence[Sequence[int]], num_beams: int = 4, max_new_tokens: int = 16,
                 trie: Optional[TokenTrie] = None, eos_token_id: Optional[int] = None,
-                stop_at_eos: bool = True) -> GenerationOutput:
+                stop_at_eos: bool = True, share_prompt_cache: bool = True) -> GenerationOutput:
     """Beam search for every prompt of the batch. With `trie`, only sequences of the trie are produced (and
     max_new_tokens may be None: the trie's depth). eos_token_id defaults to the model's (ignored with a trie: a
-    trie leaf ends a beam)."""
+    trie leaf ends a beam). share_prompt_cache=False copies the prompt's KV into every beam (for measurements)."""
     if num_beams < 1:
         raise ValueError(f"num_beams must be >= 1, got {num_beams}")
     if trie is not None:
@@ -58,7 +58,8 @@ def beam_search(model, prompts: Sequence[Sequence[int]], num_beams: int = 4, max
     model.eval()
     try:
         with torch.inference_mode():
-            return _beam_search(model, prompts, num_beams, max_new_tokens, trie, eos if stop_at_eos else None, pad)
+            return _beam_search(model, prompts, num_beams, max_new_tokens, trie, eos if stop_at_eos else None, pad,
+                                share_prompt_cache)
     finally:
         model.train(was_training)
 
@@ -74,14 +75,14 @@ def constrained_beam_search(model, prompts, trie: TokenTrie, num_beams=20, max_n
     return beam_search(model, prompts, num_beams=num_beams, max_new_tokens=max_new_tokens, trie=trie)
 
 
-def _beam_search(model, prompts, nb, max_new_tokens, trie, eos, pad):
+def _beam_search(model, prompts, nb, max_new_tokens, trie, eos, pad, share_prompt_cache=True):
     device = model.registers.device
     start = time.perf_counter()
     prefill = model.prefill(prompts)
     prefill_seconds = time.perf_counter() - start
     start = time.perf_counter()
     cache = prefill.cache
-    cache.start_decoding(nb)
+    cache.start_decoding(nb, share_prompt=share_prompt_cache)
     batch = len(prompts)
     neg_inf = float("-inf")
 
@@ -120,9 +121,15 @@ def _beam_search(model, prompts, nb, max_new_tokens, trie, eos, pad):
         # 2. keep the nb best (beam, candidate) pairs of each prompt
         width = logp.shape[-1]
         total = scores[..., None] + logp  # [B, nb, C]
-        scores, flat = total.view(batch, -1).topk(nb, dim=-1)  # [B, nb], sorted best first
-        source = flat // width  # beam each new beam extends
-        column = flat % width
+        if width > nb:  # the nb best of each beam first: a top-k over nb*nb instead of nb*vocab entries
+            beam_best, beam_columns = total.topk(nb, dim=-1)  # [B, nb, nb]
+            scores, flat = beam_best.view(batch, -1).topk(nb, dim=-1)  # [B, nb], sorted best first
+            source = flat // nb  # beam each new beam extends
+            column = beam_columns.view(batch, -1).gather(1, flat)
+        else:
+            scores, flat = total.view(batch, -1).topk(nb, dim=-1)
+            source = flat // width
+            column = flat % width
         was_finished = finished.gather(1, source)
         if trie is not None:
             token = cand_tokens.gather(1, source[..., None].expand(-1, -1, width)).gather(-1, column[..., None])[..., 0]
