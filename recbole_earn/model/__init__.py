@@ -6,7 +6,10 @@ Imported lazily: looking up SASRec (or printing the list of models) must not loa
 import importlib
 
 # model name (= class name, as RecBole wants) -> module that defines it
-MODEL_MODULES = {}
+MODEL_MODULES = {
+    "BIGRec": "recbole_earn.model.bigrec",
+    "EARNBIGRec": "recbole_earn.model.bigrec",
+}
 
 
 def available_models():

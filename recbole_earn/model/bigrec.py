@@ -1,0 +1,110 @@
+"""BIGRec and EARNBIGRec: an LLM that writes the next item's title, grounded to real items by embeddings.
+
+Bao et al., "A Bi-Step Grounding Paradigm for Large Language Models in Recommendation Systems":
+  prompt:    instruction + the user's last items by title ("...the following movies before: "A", "B"")
+  response:  the next item's title, in quotes, then EOS; trained with cross-entropy on the response
+  inference: beam search writes a title; grounding embeds it and every item title with the LLM (last-layer
+             hidden state of the last token) and ranks items by negative L2 distance, optionally adjusted
+             for popularity (gamma).
+
+EARNBIGRec is the same model with the EARN engine switched on (registers + later layers pruned).
+"""
+
+import torch
+
+from recbole_earn.data.prompts import BIGREC_TEMPLATE, HistoryPrompter, quote_title, tokenize
+from recbole_earn.llm.decoding import beam_search
+from recbole_earn.model.llm_recommender import LLMRecommender
+
+
+class BIGRec(LLMRecommender):
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.num_beams = config["num_beams"]
+        self.gamma = config["popularity_gamma"] or 0.0
+        self.embedding_batch_size = config["embedding_batch_size"]
+        self.prompter = HistoryPrompter(
+            self.tokenizer,
+            config["prompt_template"] or BIGREC_TEMPLATE,
+            [quote_title(title) for title in self.item_titles.titles],
+            item_noun=config["item_noun"] or "items",
+            interaction_verb=config["interaction_verb"] or "interacted with",
+        )
+        # A generated title needs no more tokens than the longest real one, plus EOS.
+        longest_title = max(len(ids) for ids in self.prompter.item_ids[1:])
+        self.max_new_tokens = min(config["max_new_tokens"], longest_title + 1)
+
+        # Normalised training popularity of each item, [n_items], for BIGRec's gamma adjustment.
+        counts = torch.bincount(dataset.inter_feat[self.ITEM_ID], minlength=self.n_items).float()
+        self.register_buffer("popularity", counts / counts.max().clamp(min=1.0), persistent=False)
+        self._item_embeddings = None  # [n_items - 1, hidden], for the current weights
+
+    def prompts(self, interaction):
+        return [self.prompter.prompt_ids(history) for history in self.histories(interaction)]
+
+    def calculate_loss(self, interaction):
+        responses = [self.prompter.item_text_ids(item) for item in interaction[self.POS_ITEM_ID].tolist()]
+        return self.llm.compute_loss(self.prompts(interaction), responses)
+
+    # -- inference: generate, then ground ------------------------------------------------------------------
+    def generate_titles(self, interaction):
+        """The best beam's text for each row (EOS and padding removed)."""
+        output = beam_search(
+            self.llm, self.prompts(interaction), num_beams=self.num_beams, max_new_tokens=self.max_new_tokens
+        )
+        best = output.sequences[:, 0].tolist()  # [B, T]
+        lengths = output.lengths[:, 0].tolist()  # [B]
+        eos = self.llm.eos_token_id
+        texts = []
+        for ids, length in zip(best, lengths):
+            ids = [token for token in ids[:length] if token != eos]
+            texts.append(self.tokenizer.decode(ids, skip_special_tokens=True).strip())
+        return texts
+
+    def on_weights_changed(self):
+        self._item_embeddings = None
+
+    @torch.no_grad()
+    def item_embeddings(self):
+        """[n_items - 1, hidden]: every item's quoted title embedded once per model state (ids 1..n_items-1)."""
+        if self._item_embeddings is None:
+            self._item_embeddings = self.llm.embed_texts(
+                self.prompter.item_ids[1:], batch_size=self.embedding_batch_size
+            )
+        return self._item_embeddings
+
+    @torch.no_grad()
+    def ground(self, texts):
+        """Scores [len(texts), n_items] of every item for each generated text: negative L2 distance of the
+        embeddings (divided by (1 + popularity)^gamma when gamma > 0); -inf for the padding id 0."""
+        token_ids = [tokenize(self.tokenizer, text) or [self.llm.eos_token_id] for text in texts]
+        generated = self.llm.embed_texts(token_ids, batch_size=self.embedding_batch_size)  # [B, hidden]
+        distances = torch.cdist(generated.float(), self.item_embeddings().float())  # [B, n_items - 1]
+        if self.gamma:
+            distances = distances / (1.0 + self.popularity[1:]) ** self.gamma
+        scores = torch.full((len(texts), self.n_items), float("-inf"), device=distances.device)
+        scores[:, 1:] = -distances
+        return scores
+
+    @torch.no_grad()
+    def full_sort_predict(self, interaction):
+        return self.ground(self.generate_titles(interaction))  # [B, n_items]
+
+    @torch.no_grad()
+    def predict(self, interaction):
+        """Score of each row's item (sampled evaluation): one generation per distinct user in the batch."""
+        first_row, row_user = self.distinct_rows(interaction[self.USER_ID])
+        scores = self.full_sort_predict(interaction[first_row])  # [U, n_items]
+        return scores[row_user, interaction[self.ITEM_ID]]  # [B]
+
+    @staticmethod
+    def distinct_rows(user_ids):
+        """(the first row of each distinct user, each row's index into those distinct users)."""
+        users, row_user = torch.unique(user_ids, return_inverse=True)
+        first_row = torch.full((len(users),), len(user_ids), dtype=torch.long, device=user_ids.device)
+        first_row.scatter_reduce_(0, row_user, torch.arange(len(user_ids), device=user_ids.device), reduce="amin")
+        return first_row, row_user
+
+
+class EARNBIGRec(BIGRec):
+    use_earn = True
