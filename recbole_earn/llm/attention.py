@@ -34,10 +34,11 @@ def _shared_prefix_attention(module, query, beam_keys, beam_values, cache, scali
     nb = beams_total // batch
     groups = heads // kv_heads
 
+    query = query * scaling  # scaling the single query is cheaper than scaling both score blocks
     # Queries of all beams and all heads of one kv group, stacked as rows: [B, kvh, nb*G, d].
     q_shared = query.view(batch, nb, kv_heads, groups, head_dim).permute(0, 2, 1, 3, 4)
     q_shared = q_shared.reshape(batch, kv_heads, nb * groups, head_dim)
-    scores_shared = torch.matmul(q_shared, shared_keys.transpose(-1, -2)) * scaling  # [B, kvh, nb*G, P]
+    scores_shared = torch.matmul(q_shared, shared_keys.transpose(-1, -2))  # [B, kvh, nb*G, P]
     if shared_mask is not None:
         scores_shared = scores_shared + shared_mask
     # Re-laid as per beam rows: [B*nb, kvh, G, P] (a copy of scores, not of keys).
@@ -45,7 +46,7 @@ def _shared_prefix_attention(module, query, beam_keys, beam_values, cache, scali
     scores_shared = scores_shared.reshape(beams_total, kv_heads, groups, prefix_len)
 
     q_beam = query.view(beams_total, kv_heads, groups, head_dim)
-    scores_beam = torch.matmul(q_beam, beam_keys.transpose(-1, -2)) * scaling  # [B*nb, kvh, G, t]
+    scores_beam = torch.matmul(q_beam, beam_keys.transpose(-1, -2))  # [B*nb, kvh, G, t]
 
     weights = torch.softmax(torch.cat([scores_shared, scores_beam], dim=-1), dim=-1, dtype=torch.float32)
     weights = weights.to(query.dtype)

@@ -281,6 +281,9 @@ def prepare_for_training(
     if finetune == "lora":
         from peft import LoraConfig, get_peft_model
 
+        if isinstance(lora_target_modules, str):  # "q_proj,v_proj" from a command line or yaml
+            lora_target_modules = [name.strip() for name in lora_target_modules.split(",") if name.strip()]
+
         lora_config = LoraConfig(
             r=lora_r,
             lora_alpha=lora_alpha,

@@ -1,5 +1,6 @@
 """EARNConfig: the few numbers that turn a causal LLM into an EARN model (like peft's LoraConfig for LoRA)."""
 
+import numbers
 from dataclasses import dataclass
 from typing import Optional
 
@@ -27,8 +28,9 @@ class EARNConfig:
     def resolved_k(self, num_layers: int) -> int:
         """The register layer for a backbone of `num_layers` layers, checked against the rules of section 3."""
         k = round(num_layers / 4) if self.earn_k is None else self.earn_k
-        if isinstance(k, bool) or not isinstance(k, int):
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral):
             raise ValueError(f"earn_k must be an integer in [0, {num_layers}], got {k!r}")
+        k = int(k)
         if not 0 <= k <= num_layers:
             raise ValueError(
                 f"earn_k={k} is outside [0, {num_layers}]: the backbone has {num_layers} decoder layers "
@@ -36,7 +38,7 @@ class EARNConfig:
             )
         for name in ("n_prefix_registers", "n_suffix_registers"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
         if k < num_layers and self.n_registers == 0:
             raise ValueError(

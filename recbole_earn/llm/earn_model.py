@@ -50,8 +50,8 @@ class EARNModel(nn.Module):
         self.earn_config = config
         self.num_layers = lm.config.num_hidden_layers
         self.earn_k = config.resolved_k(self.num_layers)
-        self.n_prefix_registers = config.n_prefix_registers
-        self.n_suffix_registers = config.n_suffix_registers
+        self.n_prefix_registers = int(config.n_prefix_registers)
+        self.n_suffix_registers = int(config.n_suffix_registers)
 
         def pick(explicit, name):
             if explicit is not None:
@@ -68,7 +68,7 @@ class EARNModel(nn.Module):
         # Registers start near the scale of real token embeddings; they always train (even with a frozen backbone).
         embed_weight = lm.get_input_embeddings().weight
         scale = embed_weight.detach().float().std().item()
-        registers = torch.randn(config.n_registers, embed_weight.shape[1]) * scale
+        registers = torch.randn(self.n_prefix_registers + self.n_suffix_registers, embed_weight.shape[1]) * scale
         self.registers = nn.Parameter(registers.to(embed_weight.dtype))
         install_earn_attention(lm)
 
