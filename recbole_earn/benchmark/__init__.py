@@ -1,0 +1,21 @@
+"""Benchmarks of the EARN engine: `python -m recbole_earn.benchmark efficiency [--quick] [--json PATH]`."""
+
+from .efficiency import (
+    ROW_KEYS,
+    check_bars,
+    earn_ks,
+    engine_kv_bytes,
+    format_table,
+    kv_bytes_per_entry,
+    kv_ratio,
+    limit_e2e,
+    limit_kv_reduction,
+    limit_prefill,
+    round_k,
+    run_benchmark,
+)
+
+__all__ = [
+    "ROW_KEYS", "check_bars", "earn_ks", "engine_kv_bytes", "format_table", "kv_bytes_per_entry", "kv_ratio",
+    "limit_e2e", "limit_kv_reduction", "limit_prefill", "round_k", "run_benchmark",
+]

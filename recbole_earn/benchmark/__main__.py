@@ -1,0 +1,88 @@
+"""python -m recbole_earn.benchmark efficiency [--quick] [--json PATH] [--llm_path smollm2-135m] [--repeats N]
+[--threads N] ..."""
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+
+def _int_list(text):
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m recbole_earn.benchmark",
+                                     description="Benchmarks of the EARN engine.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    eff = sub.add_parser("efficiency", help="vanilla vs EARN vs transformers generate(): time, KV cache, limits")
+    eff.add_argument("--quick", action="store_true",
+                     help="small subset (L=300, k=N/4, prefill at batch 1 and 8, bigrec/lcrec at batch 1, 1 repeat)")
+    eff.add_argument("--json", metavar="PATH", help="write the rows as a JSON list")
+    eff.add_argument("--llm_path", default="smollm2-135m")
+    eff.add_argument("--repeats", type=int, default=None, help="timed runs per method after a warm-up "
+                     "(median reported); default 3, 1 with --quick")
+    eff.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    eff.add_argument("--lengths", type=_int_list, default=[150, 300, 600],
+                     help="L values: tokens of the vanilla prefill, BOS + prompt (default 150,300,600)")
+    eff.add_argument("--batches", type=_int_list, default=[1, 8])
+    eff.add_argument("--k_fractions", type=_int_list, default=[8, 4, 2],
+                     help="earn_k = N / f rounded half up, for each f (default 8,4,2)")
+    eff.add_argument("--workloads", default="prefill,bigrec,lcrec")
+    eff.add_argument("--no_generate", action="store_true", help="skip the transformers generate() baseline")
+    eff.add_argument("--generate_max_tokens", type=int, default=None,
+                     help="skip a generate() case whose prompt tokens (batch x beams x L: generate runs the prompt "
+                          "once per beam) exceed this; default 50000, 2000 with --quick; 0 = no limit")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    import torch
+
+    from recbole_earn.llm import load_backbone
+
+    from .efficiency import check_bars, default_cases, earn_ks, format_table, quick_cases, run_benchmark, write_json
+
+    started = time.perf_counter()
+    torch.set_num_threads(args.threads)
+    repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
+    cap = args.generate_max_tokens if args.generate_max_tokens is not None else (2000 if args.quick else 50_000)
+    backbone, tokenizer = load_backbone(args.llm_path)
+    plain = None
+    if not args.no_generate:
+        plain, _ = load_backbone(args.llm_path)  # a second, unmodified copy for generate()
+    N = backbone.config.num_hidden_layers
+    if args.quick:
+        ks = earn_ks(N, [4])
+        cases = quick_cases(300)
+    else:
+        ks = earn_ks(N, args.k_fractions)
+        cases = default_cases(args.lengths, args.batches, [w.strip() for w in args.workloads.split(",") if w.strip()])
+    print(f"# EARN efficiency benchmark: {args.llm_path} (N={N} layers, {backbone.config.hidden_size} hidden), "
+          f"fp32, torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+          f"{platform.machine()}; k in {ks}; repeats {repeats} (median after a warm-up); generate cap {cap or 'none'}")
+    print("# workloads: prefill; bigrec = 16 new tokens, 4 beams; lcrec = 4 new tokens, 20 beams, trie of 1682 "
+          "4-token codes over 1024 ids. L = BOS + prompt tokens. R = 2 registers.", flush=True)
+    result = run_benchmark(backbone, tokenizer, cases, ks, repeats=repeats, plain_backbone=plain,
+                           generate_max_tokens=cap or None, log=lambda s: print(s, file=sys.stderr, flush=True))
+    rows = result["rows"]
+    print()
+    print(format_table(rows))
+    print()
+    for line in result["skipped"]:
+        print(f"# skipped: {line}")
+    print(f"# EARN/vanilla kv_bytes equal the exact per-layer formula x bytes per entry: {result['exact_kv']}")
+    print("# Performance bar (issue 3):")
+    for line in check_bars(rows, N):
+        print(line)
+    if args.json:
+        write_json(rows, args.json)
+        print(f"# wrote {len(rows)} rows to {args.json}")
+    print(f"# total runtime {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,425 @@
+"""EARN efficiency benchmark: vanilla vs EARN through the same decoder, and plain transformers generate(), in one
+process on the same weights.
+
+Notation (DESIGN.md section 3): N decoder layers, k the register layer, R = registers (1 prefix + 1 suffix),
+L the tokens of the vanilla prefill (BOS + prompt; the prompt has L - 1 tokens), T the generated KV entries held
+per prompt at the end (beams x decoding steps: the beams of a prompt share its prompt cache, only their generated
+tokens are per beam), steps = decoding model steps (new tokens - 1: the first token comes from prefill).
+
+Methods, all on the same backbone weights:
+  vanilla   EARNModel(backbone, EARNConfig(earn_k=N, 0, 0)): the plain model through the EARN decoder
+  earn      EARNModel(backbone, EARNConfig(earn_k=k, 1, 1)) (random registers: fine for timing)
+  generate  transformers `generate()` on a second, unmodified copy of the backbone (the pipeline users run today)
+
+Analytic limits (token-layer counts; matmul FLOPs scale the same way):
+  limit_prefill      = N*L / (k*L + (N-k)*R)
+  KV ratio           = [k(L+T) + (N-k)(R+T)] / [N(L+T)],   limit_kv_reduction = 1 - KV ratio
+  limit_e2e          = (N*L + steps*beams*N) / (k*L + (N-k)*R + steps*beams*N)
+Speedups and the KV reduction of a row are against the vanilla row of the same workload, L and batch.
+"""
+
+import json
+import math
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+
+from .workloads import (
+    BIGREC,
+    LCREC,
+    PREFILL,
+    WORKLOADS,
+    PrefixAllowedTokens,
+    Workload,
+    build_prompts,
+    movie_titles,
+    semantic_id_sequences,
+)
+
+ROW_KEYS = (
+    "workload", "L", "batch", "k", "N", "method", "prefill_ms", "decode_ms_per_token", "e2e_ms", "kv_bytes",
+    "speedup_prefill", "speedup_e2e", "limit_prefill", "limit_e2e", "kv_reduction", "limit_kv_reduction",
+)
+K_FRACTIONS = (8, 4, 2)  # earn_k = N/8, N/4, N/2
+N_PREFIX_REGISTERS = 1
+N_SUFFIX_REGISTERS = 1
+
+
+# -- analytic formulas -------------------------------------------------------------------------------------------
+def round_k(num_layers: int, fraction: int) -> int:
+    """N / fraction rounded half up (N=30: 3.75 -> 4, 7.5 -> 8, 15 -> 15), kept in [1, N - 1]."""
+    return min(max(int(math.floor(num_layers / fraction + 0.5)), 1), num_layers - 1)
+
+
+def earn_ks(num_layers: int, fractions: Sequence[int] = K_FRACTIONS) -> List[int]:
+    """Distinct register layers for the given fractions, in the order given (small models may merge some)."""
+    ks = []
+    for fraction in fractions:
+        k = round_k(num_layers, fraction)
+        if k not in ks:
+            ks.append(k)
+    return ks
+
+
+def limit_prefill(N, k, L, R):
+    return N * L / (k * L + (N - k) * R)
+
+
+def kv_ratio(N, k, L, R, T):
+    return (k * (L + T) + (N - k) * (R + T)) / (N * (L + T))
+
+
+def limit_kv_reduction(N, k, L, R, T):
+    return 1.0 - kv_ratio(N, k, L, R, T)
+
+
+def limit_e2e(N, k, L, R, steps, beams):
+    decode = steps * beams * N
+    return (N * L + decode) / (k * L + (N - k) * R + decode)
+
+
+def kv_bytes_per_entry(config, dtype=torch.float32) -> int:
+    """Bytes of one token's keys + values in one layer."""
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return 2 * config.num_key_value_heads * head_dim * torch.tensor([], dtype=dtype).element_size()
+
+
+def engine_kv_bytes(N, k, L, R, T, batch, bytes_per_entry):
+    """Exact bytes the engine's cache holds for `batch` prompts of L vanilla tokens: layers < k keep BOS, the prompt
+    and the R registers (L + R) plus T generated entries; layers >= k keep R + T (k = N, R = 0: vanilla N(L + T))."""
+    return batch * bytes_per_entry * (k * (L + R + T) + (N - k) * (R + T))
+
+
+# -- one measurement ---------------------------------------------------------------------------------------------
+@dataclass
+class Sample:
+    prefill_s: float
+    decode_s_per_token: Optional[float]
+    e2e_s: float
+    kv_bytes: Optional[int]
+
+
+def run_engine(model, prompts, workload: Workload, trie=None) -> Sample:
+    """One run of the EARN engine (vanilla or EARN): prefill only, or beam search (constrained for lcrec)."""
+    from recbole_earn.llm import beam_search
+
+    if not workload.decodes:
+        with torch.inference_mode():
+            start = time.perf_counter()
+            prefill = model.prefill(prompts)
+            elapsed = time.perf_counter() - start
+        return Sample(elapsed, None, elapsed, prefill.cache.nbytes())
+    start = time.perf_counter()
+    out = beam_search(model, prompts, num_beams=workload.beams, max_new_tokens=workload.new_tokens,
+                      trie=trie if workload.constrained else None, stop_at_eos=False)
+    elapsed = time.perf_counter() - start
+    if out.sequences.shape[-1] != workload.new_tokens or out.decode_steps != workload.decode_steps:
+        raise RuntimeError(f"{workload.name}: expected {workload.new_tokens} new tokens, got "
+                           f"{out.sequences.shape[-1]} ({out.decode_steps} steps)")
+    if workload.constrained and not bool((out.lengths == workload.new_tokens).all()):
+        raise RuntimeError(f"{workload.name}: some beams did not produce exactly {workload.new_tokens} tokens")
+    per_token = out.decode_seconds / out.decode_steps if out.decode_steps else None
+    return Sample(out.prefill_seconds, per_token, elapsed, int(sum(out.kv_layer_bytes)))
+
+
+class _FirstLogitsClock:
+    """A logits processor that only notes when generate() first has logits (= end of its prefill)."""
+
+    def __init__(self):
+        self.first = None
+
+    def __call__(self, input_ids, scores):
+        if self.first is None:
+            self.first = time.perf_counter()
+        return scores
+
+
+def _cache_bytes(cache) -> Optional[int]:
+    if cache is None:
+        return None
+    layers = getattr(cache, "layers", None)
+    total = 0
+    try:
+        if layers is not None:
+            for layer in layers:
+                for tensor in (getattr(layer, "keys", None), getattr(layer, "values", None)):
+                    if isinstance(tensor, torch.Tensor):
+                        total += tensor.numel() * tensor.element_size()
+        else:  # legacy tuple of (keys, values) per layer
+            for keys, values in cache:
+                total += keys.numel() * keys.element_size() + values.numel() * values.element_size()
+    except (TypeError, ValueError):
+        return None
+    return total or None
+
+
+def run_generate(plain, prompts, workload: Workload, bos_token_id, pad_token_id, eos_token_id,
+                 trie_sequences=None) -> Sample:
+    """One run of transformers' generate() on the unmodified model, with the same BOS + prompt ids.
+    prefill = until generate first has logits; decode per token = the rest over (new tokens - 1)."""
+    from transformers import LogitsProcessorList
+
+    head = [bos_token_id] if bos_token_id is not None else []
+    input_ids = torch.tensor([head + list(p) for p in prompts], dtype=torch.long)
+    attention_mask = torch.ones_like(input_ids)
+    clock = _FirstLogitsClock()
+    new_tokens = max(workload.new_tokens, 1)
+    kwargs = dict(
+        num_beams=workload.beams, max_new_tokens=new_tokens, do_sample=False, pad_token_id=pad_token_id,
+        eos_token_id=eos_token_id, return_dict_in_generate=True, logits_processor=LogitsProcessorList([clock]),
+    )
+    if workload.constrained:
+        kwargs["prefix_allowed_tokens_fn"] = PrefixAllowedTokens(trie_sequences, input_ids.shape[1], eos_token_id)
+    elif workload.decodes:
+        kwargs["min_new_tokens"] = new_tokens  # fixed work, like the engine's stop_at_eos=False
+    with torch.inference_mode():
+        start = time.perf_counter()
+        out = plain.generate(input_ids, attention_mask=attention_mask, **kwargs)
+        end = time.perf_counter()
+    produced = out.sequences.shape[1] - input_ids.shape[1]
+    if produced != new_tokens:
+        raise RuntimeError(f"generate {workload.name}: expected {new_tokens} new tokens, got {produced}")
+    prefill_s = (clock.first or end) - start
+    per_token = (end - clock.first) / (new_tokens - 1) if workload.decodes and new_tokens > 1 else None
+    return Sample(prefill_s, per_token, end - start, _cache_bytes(getattr(out, "past_key_values", None)))
+
+
+def _median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def _median_sample(samples: List[Sample]) -> Sample:
+    return Sample(_median([s.prefill_s for s in samples]), _median([s.decode_s_per_token for s in samples]),
+                  _median([s.e2e_s for s in samples]), samples[-1].kv_bytes)
+
+
+# -- the benchmark -----------------------------------------------------------------------------------------------
+@dataclass
+class Case:
+    workload: Workload
+    L: int
+    batch: int
+
+
+def default_cases(lengths, batches, workloads) -> List[Case]:
+    return [Case(WORKLOADS[w] if isinstance(w, str) else w, L, b) for w in workloads for L in lengths for b in batches]
+
+
+def quick_cases(L=300) -> List[Case]:
+    """--quick: prefill at batch 1 and 8; the decoding workloads at batch 1."""
+    return [Case(PREFILL, L, 1), Case(PREFILL, L, 8), Case(BIGREC, L, 1), Case(LCREC, L, 1)]
+
+
+def _ms(seconds):
+    return None if seconds is None else seconds * 1000.0
+
+
+def _ratio(a, b):
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def run_benchmark(backbone, tokenizer, cases: Sequence[Case], ks: Sequence[int], repeats: int = 3,
+                  plain_backbone=None, generate_max_tokens: Optional[int] = 50_000, n_items: int = 1682,
+                  warmup: bool = True, seed: int = 0, log: Callable[[str], None] = print,
+                  titles: Optional[Sequence[str]] = None) -> Dict:
+    """Time every case for vanilla, each EARN k and (if `plain_backbone`) generate(). Returns
+    {"rows": [...], "skipped": [...], "exact_kv": bool}: rows with exactly ROW_KEYS."""
+    from recbole_earn.llm import EARNConfig, EARNModel, TokenTrie
+
+    N = backbone.config.num_hidden_layers
+    R = N_PREFIX_REGISTERS + N_SUFFIX_REGISTERS
+    bpe = kv_bytes_per_entry(backbone.config, next(backbone.parameters()).dtype)
+    titles = list(titles) if titles is not None else movie_titles()
+    vanilla = EARNModel(backbone, EARNConfig(earn_k=N, n_prefix_registers=0, n_suffix_registers=0), tokenizer).eval()
+    models = [("vanilla", N, vanilla)]
+    for k in ks:
+        torch.manual_seed(seed + k)  # random registers: fine for timing
+        models.append(("earn", k, EARNModel(backbone, EARNConfig(k, N_PREFIX_REGISTERS, N_SUFFIX_REGISTERS),
+                                           tokenizer).eval()))
+    sequences = semantic_id_sequences(n_items=n_items, seed=seed)
+    trie = TokenTrie(sequences)
+    rows, skipped, exact_kv = [], [], True
+
+    for case in cases:
+        w, L, B = case.workload, case.L, case.batch
+        prompts = build_prompts(tokenizer, L - 1, B, seed=seed + L, titles=titles)
+        steps, beams = w.decode_steps, w.beams
+        T = steps * beams
+        samples = {(name, k): [] for name, k, _ in models}
+        if warmup:
+            for name, k, model in models:
+                run_engine(model, prompts, w, trie)
+        for _ in range(repeats):  # interleaved, so load changes hit every method alike
+            for name, k, model in models:
+                samples[(name, k)].append(run_engine(model, prompts, w, trie))
+        measured = {key: _median_sample(s) for key, s in samples.items()}
+        base = measured[("vanilla", N)]
+        for name, k, _ in models:
+            m = measured[(name, k)]
+            is_vanilla = name == "vanilla"
+            r = 0 if is_vanilla else R
+            if m.kv_bytes != engine_kv_bytes(N, k, L, r, T, B, bpe):
+                exact_kv = False
+            rows.append(dict(
+                workload=w.name, L=L, batch=B, k=k, N=N, method=name,
+                prefill_ms=_ms(m.prefill_s), decode_ms_per_token=_ms(m.decode_s_per_token), e2e_ms=_ms(m.e2e_s),
+                kv_bytes=m.kv_bytes,
+                speedup_prefill=1.0 if is_vanilla else _ratio(base.prefill_s, m.prefill_s),
+                speedup_e2e=1.0 if is_vanilla else _ratio(base.e2e_s, m.e2e_s),
+                limit_prefill=1.0 if is_vanilla else limit_prefill(N, k, L, R),
+                limit_e2e=1.0 if is_vanilla else limit_e2e(N, k, L, R, steps, beams),
+                kv_reduction=0.0 if is_vanilla else 1.0 - _ratio(m.kv_bytes, base.kv_bytes),
+                limit_kv_reduction=0.0 if is_vanilla else limit_kv_reduction(N, k, L, R, T),
+            ))
+        log(_progress(rows[-len(models):]))
+
+        if plain_backbone is not None:
+            cost = B * beams * L
+            if generate_max_tokens is not None and cost > generate_max_tokens:
+                skipped.append(f"generate {w.name} L={L} batch={B}: {cost} prompt tokens > --generate_max_tokens")
+                log(f"  skipped {skipped[-1]}")
+                continue
+            gen = _time_generate(plain_backbone, tokenizer, prompts, w, sequences, repeats)
+            rows.append(dict(
+                workload=w.name, L=L, batch=B, k=N, N=N, method="generate",
+                prefill_ms=_ms(gen.prefill_s), decode_ms_per_token=_ms(gen.decode_s_per_token), e2e_ms=_ms(gen.e2e_s),
+                kv_bytes=gen.kv_bytes,
+                speedup_prefill=_ratio(base.prefill_s, gen.prefill_s), speedup_e2e=_ratio(base.e2e_s, gen.e2e_s),
+                limit_prefill=None, limit_e2e=None,
+                kv_reduction=None if gen.kv_bytes is None else 1.0 - gen.kv_bytes / base.kv_bytes,
+                limit_kv_reduction=None,
+            ))
+            log(_progress(rows[-1:]))
+    return {"rows": rows, "skipped": skipped, "exact_kv": exact_kv}
+
+
+GENERATE_CHEAP_SECONDS = 3.0
+
+
+def _time_generate(plain, tokenizer, prompts, workload, sequences, repeats) -> Sample:
+    """generate() runs are long: the first run is a warm-up only when it took < GENERATE_CHEAP_SECONDS (then
+    `repeats` more are timed); otherwise it is the one sample (warm-up effects are small against many seconds)."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def once():
+        return run_generate(plain, prompts, workload, tokenizer.bos_token_id, pad, tokenizer.eos_token_id, sequences)
+
+    first = once()
+    if first.e2e_s >= GENERATE_CHEAP_SECONDS:
+        return first
+    return _median_sample([once() for _ in range(max(repeats, 1))])
+
+
+def _progress(rows):
+    return "  ".join(f"[{r['workload']} L={r['L']} b={r['batch']} {r['method']} k={r['k']}: "
+                     f"e2e {r['e2e_ms']:.0f} ms]" for r in rows)
+
+
+# -- output ------------------------------------------------------------------------------------------------------
+def _fmt(value, spec):
+    return "-" if value is None else format(value, spec)
+
+
+def format_table(rows) -> str:
+    header = (f"{'workload':<8} {'L':>4} {'B':>2} {'method':<8} {'k':>3} {'prefill_ms':>10} {'dec_ms/tok':>10} "
+              f"{'e2e_ms':>9} {'kv_MiB':>8} {'spd_pre':>7} {'lim_pre':>7} {'spd_e2e':>7} {'lim_e2e':>7} "
+              f"{'kv_red':>7} {'lim_kvr':>7}")
+    lines = [header, "-" * len(header)]
+    previous = None
+    for r in rows:
+        group = (r["workload"], r["L"], r["batch"])
+        if previous is not None and group != previous:
+            lines.append("")
+        previous = group
+        kv = None if r["kv_bytes"] is None else r["kv_bytes"] / 2 ** 20
+        lines.append(
+            f"{r['workload']:<8} {r['L']:>4} {r['batch']:>2} {r['method']:<8} {_fmt(r['k'], 'd'):>3} "
+            f"{_fmt(r['prefill_ms'], '.1f'):>10} {_fmt(r['decode_ms_per_token'], '.1f'):>10} "
+            f"{_fmt(r['e2e_ms'], '.1f'):>9} {_fmt(kv, '.2f'):>8} {_fmt(r['speedup_prefill'], '.2f'):>7} "
+            f"{_fmt(r['limit_prefill'], '.2f'):>7} {_fmt(r['speedup_e2e'], '.2f'):>7} {_fmt(r['limit_e2e'], '.2f'):>7} "
+            f"{_fmt(r['kv_reduction'], '.1%'):>7} {_fmt(r['limit_kv_reduction'], '.1%'):>7}")
+    return "\n".join(lines)
+
+
+def _closest_length(rows, target):
+    lengths = sorted({r["L"] for r in rows})
+    return min(lengths, key=lambda L: abs(L - target)) if lengths else None
+
+
+def check_bars(rows, N) -> List[str]:
+    """The performance bar of issue 3, each line `MET` / `NOT MET` / `n/a` with the numbers behind it."""
+    k8, k4 = round_k(N, 8), round_k(N, 4)
+    earn = [r for r in rows if r["method"] == "earn"]
+    lines = []
+
+    def verdict(flags):
+        return "n/a (not measured in this run)" if not flags else ("MET" if all(flags) else
+                                                                  f"NOT MET ({flags.count(False)}/{len(flags)} fail)")
+
+    # 1. prefill speedup >= 90% of the limit at L~300, batch 8, k in {N/8, N/4}
+    L300 = _closest_length([r for r in earn if r["workload"] == "prefill" and r["batch"] == 8], 300)
+    flags, details = [], []
+    for r in earn:
+        if r["workload"] == "prefill" and r["batch"] == 8 and r["L"] == L300 and r["k"] in (k8, k4):
+            ok = r["speedup_prefill"] >= 0.9 * r["limit_prefill"]
+            flags.append(ok)
+            details.append(f"k={r['k']}: {r['speedup_prefill']:.2f}x vs limit {r['limit_prefill']:.2f}x "
+                           f"({r['speedup_prefill'] / r['limit_prefill']:.0%})")
+    lines.append(f"[1] prefill >= 90% of limit at L~300 ({L300}), batch 8, k in {{{k8},{k4}}}: {verdict(flags)}; "
+                 + "; ".join(details))
+
+    # 2. e2e at k = N/4 >= 80% of limit_e2e (every decoding case of the run)
+    flags, details = [], []
+    for r in earn:
+        if r["workload"] in ("bigrec", "lcrec") and r["k"] == k4:
+            ok = r["speedup_e2e"] >= 0.8 * r["limit_e2e"]
+            flags.append(ok)
+            details.append(f"{r['workload']} L={r['L']} b={r['batch']}: {r['speedup_e2e']:.2f}x / "
+                           f"{r['limit_e2e']:.2f}x = {r['speedup_e2e'] / r['limit_e2e']:.0%}{'' if ok else ' (fail)'}")
+    lines.append(f"[2] e2e at k={k4} >= 80% of limit_e2e: {verdict(flags)}; " + "; ".join(details))
+
+    # 3. against generate(): lcrec >= 10x, bigrec >= 2.5x (EARN at k = N/4; other k for information)
+    gens = {(r["workload"], r["L"], r["batch"]): r for r in rows if r["method"] == "generate"}
+    for workload, bar in (("lcrec", 10.0), ("bigrec", 2.5)):
+        flags, details = [], []
+        for r in earn:
+            if r["workload"] != workload or r["k"] != k4:
+                continue
+            g = gens.get((workload, r["L"], r["batch"]))
+            if g is None:
+                continue
+            van = next(v for v in rows if v["method"] == "vanilla" and v["workload"] == workload
+                       and v["L"] == r["L"] and v["batch"] == r["batch"])
+            ratio = g["e2e_ms"] / r["e2e_ms"]
+            flags.append(ratio >= bar)
+            others = ", ".join(f"k={o['k']} {g['e2e_ms'] / o['e2e_ms']:.1f}x" for o in earn
+                               if o["workload"] == workload and o["L"] == r["L"] and o["batch"] == r["batch"]
+                               and o["k"] != k4)
+            details.append(f"L={r['L']} b={r['batch']}: {ratio:.1f}x{'' if ratio >= bar else ' (fail)'} "
+                           f"(vanilla decoder {g['e2e_ms'] / van['e2e_ms']:.1f}x; {others})")
+        lines.append(f"[3] {workload} vs generate() >= {bar:g}x at k={k4}: {verdict(flags)}; " + "; ".join(details))
+
+    # 4. KV reduction equal to the analytic value within 1 point, and >= 80.8% at k = N/8
+    diffs = [abs(r["kv_reduction"] - r["limit_kv_reduction"]) for r in earn]
+    flags = [d <= 0.01 for d in diffs]
+    lines.append(f"[4a] KV reduction within 1 point of analytic (all {len(diffs)} EARN rows): {verdict(flags)}; "
+                 f"max |measured - analytic| = {max(diffs) * 100 if diffs else float('nan'):.2f} points")
+    flags, details = [], []
+    for workload in ("prefill", "bigrec", "lcrec"):
+        sel = [r for r in earn if r["workload"] == workload and r["k"] == k8]
+        if not sel:
+            continue
+        ok = [r["kv_reduction"] >= 0.808 for r in sel]
+        flags += ok
+        details.append(f"{workload}: " + ", ".join(f"L={r['L']} b={r['batch']} {r['kv_reduction']:.1%}" for r in sel))
+    lines.append(f"[4b] KV reduction >= 80.8% at k={k8}: {verdict(flags)}; " + "; ".join(details))
+    return lines
+
+
+def write_json(rows, path):
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump([{key: row[key] for key in ROW_KEYS} for row in rows], handle, indent=1)
