@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from llm_helpers import earn_model, masked_reference_logits, random_prompts, tiny_backbone
+from recbole_earn.llm import EARNConfig, EARNModel
 
 ARCHS = ["tiny-llama", "tiny-qwen2"]
 
@@ -106,3 +107,11 @@ def test_batch_layout_positions_and_registers():
     assert kept_positions[0][batch.keep_mask[0]].tolist() == [1, 2, 6, 7]
     assert kept_positions[1][batch.keep_mask[1]].tolist() == [1, 2, 4, 5, 6]
     assert tiny_backbone()[1].bos_token_id == model.bos_token_id
+
+
+def test_without_bos_the_example_starts_at_the_first_register():
+    backbone, tokenizer = tiny_backbone()
+    model = EARNModel(backbone, EARNConfig(earn_k=2), tokenizer, add_bos=False)
+    batch = model.make_batch([[10, 11]], [[12]])
+    assert batch.register_index[0].tolist() == [0, -1, -1, 1, -1]
+    assert batch.input_ids[0, 1:3].tolist() == [10, 11] and batch.position_ids[0].tolist() == [0, 1, 2, 3, 4]

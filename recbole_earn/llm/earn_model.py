@@ -39,9 +39,10 @@ class PrefillOutput:
 
 class EARNModel(nn.Module):
     def __init__(self, backbone, config: Optional[EARNConfig] = None, tokenizer=None, bos_token_id=None,
-                 pad_token_id=None, eos_token_id=None):
+                 pad_token_id=None, eos_token_id=None, add_bos=True):
         """backbone: a *ForCausalLM of a supported family, possibly wrapped by peft. Token ids default to the
-        tokenizer's, then to the backbone config's."""
+        tokenizer's, then to the backbone config's. add_bos=False starts every example at the first register (or
+        prompt token) instead of BOS, for prompts that bring their own start token (e.g. a chat template)."""
         super().__init__()
         config = config or EARNConfig()
         lm = base_causal_lm(backbone)
@@ -59,7 +60,7 @@ class EARNModel(nn.Module):
             value = getattr(tokenizer, name, None) if tokenizer is not None else None
             return value if value is not None else getattr(lm.config, name, None)
 
-        self.bos_token_id = pick(bos_token_id, "bos_token_id")
+        self.bos_token_id = pick(bos_token_id, "bos_token_id") if add_bos else None
         self.eos_token_id = pick(eos_token_id, "eos_token_id")
         self.pad_token_id = pick(pad_token_id, "pad_token_id")
         if self.pad_token_id is None:
@@ -201,7 +202,8 @@ class EARNModel(nn.Module):
         all layers, no registers. Batches are left padded with per-example position ids starting at 0."""
         outputs = []
         for start in range(0, len(texts), batch_size):
-            chunk = [([self.bos_token_id] if add_bos else []) + list(t) for t in texts[start:start + batch_size]]
+            head = [self.bos_token_id] if add_bos and self.bos_token_id is not None else []
+            chunk = [head + list(t) for t in texts[start:start + batch_size]]
             if any(len(t) == 0 for t in chunk):
                 raise ValueError("embed_texts got an empty token list")
             batch = build_batch(chunk, None, n_prefix_registers=0, n_suffix_registers=0, bos_token_id=None,
