@@ -18,7 +18,8 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True)
     eff = sub.add_parser("efficiency", help="vanilla vs EARN vs transformers generate(): time, KV cache, limits")
     eff.add_argument("--quick", action="store_true",
-                     help="small subset (L=300, k=N/4, prefill at batch 1 and 8, bigrec/lcrec at batch 1, 1 repeat)")
+                     help="small subset: L=300, k=N/4, prefill at batch 1 and 8, bigrec and lcrec at batch 1, "
+                          "generate() for bigrec only, 1 repeat")
     eff.add_argument("--json", metavar="PATH", help="write the rows as a JSON list")
     eff.add_argument("--llm_path", default="smollm2-135m")
     eff.add_argument("--repeats", type=int, default=None, help="timed runs per method after a warm-up "
@@ -62,7 +63,7 @@ def main(argv=None):
         cases = default_cases(args.lengths, args.batches, [w.strip() for w in args.workloads.split(",") if w.strip()])
     print(f"# EARN efficiency benchmark: {args.llm_path} (N={N} layers, {backbone.config.hidden_size} hidden), "
           f"fp32, torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
-          f"{platform.machine()}; k in {ks}; repeats {repeats} (median after a warm-up); generate cap {cap or 'none'}")
+          f"{platform.machine()}; k in {ks}; repeats {repeats} (median; a warm-up run per method, workload and batch); generate cap {cap or 'none'}")
     print("# workloads: prefill; bigrec = 16 new tokens, 4 beams; lcrec = 4 new tokens, 20 beams, trie of 1682 "
           "4-token codes over 1024 ids. L = BOS + prompt tokens. R = 2 registers.", flush=True)
     result = run_benchmark(backbone, tokenizer, cases, ks, repeats=repeats, plain_backbone=plain,
