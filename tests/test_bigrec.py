@@ -9,6 +9,7 @@ import torch
 from recbole_earn.config import Config
 from recbole_earn.data.prompts import quote_title
 from recbole_earn.quick_start import build_model, prepare_data, run_earn
+from recbole_earn.trainer import few_shot_loader
 
 
 def bigrec_config(mini, model="EARNBIGRec", **overrides):
@@ -27,9 +28,10 @@ def bigrec_config(mini, model="EARNBIGRec", **overrides):
 
 
 def build(config):
+    """(model, few-shot train loader, valid loader, test loader), as the LLM trainer would see them."""
     _, train_data, valid_data, test_data = prepare_data(config)
     model = build_model(config, train_data, logging.getLogger())
-    return model, train_data, valid_data, test_data
+    return model, few_shot_loader(train_data, config["train_sample_num"], config["seed"]), valid_data, test_data
 
 
 def first_batch(loader):
@@ -46,7 +48,7 @@ def test_training_lowers_the_loss(mini_ml100k):
         before = model.calculate_loss(batch).item()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.003)
     model.train()
-    for _ in range(2):  # one epoch of the few-shot sample: 48 examples, batches of 8
+    for _ in range(2):  # two epochs of the few-shot sample: 48 examples, batches of 8
         for interaction in train_data:
             optimizer.zero_grad()
             model.calculate_loss(interaction).backward()
@@ -157,3 +159,15 @@ def test_topk_larger_than_the_catalog_is_a_clear_error(mini_ml100k):
     config = bigrec_config(mini_ml100k, topk=[10, 100000])
     with pytest.raises(ValueError, match=r"topk \[10, 100000\] asks for more items than the catalog"):
         build(config)
+
+
+def test_few_shot_sample_is_fixed_and_sized(mini_ml100k):
+    config = bigrec_config(mini_ml100k)
+    _, train_data, _, _ = prepare_data(config)
+    first = few_shot_loader(train_data, 48, seed=3)
+    again = few_shot_loader(train_data, 48, seed=3)
+    other = few_shot_loader(train_data, 48, seed=4)
+    assert len(first._dataset) == 48 < len(train_data._dataset)
+    items = lambda loader: loader._dataset.inter_feat[config["ITEM_ID_FIELD"]].tolist()  # noqa: E731
+    assert items(first) == items(again) != items(other)
+    assert few_shot_loader(train_data, 0, seed=3) is train_data
