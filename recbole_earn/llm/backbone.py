@@ -67,7 +67,7 @@ def smollm2_gguf_path():
     )
 
 
-def _convert_gguf(gguf_path, target_dir):
+def _convert_gguf(gguf_path, target_dir, tokenizer=None):
     """Convert a GGUF file once into a plain Hugging Face folder (dense weights + tokenizer) at `target_dir`.
 
     A GGUF-loaded model refuses save_pretrained, so the model is rebuilt from its config and given the state dict.
@@ -81,7 +81,8 @@ def _convert_gguf(gguf_path, target_dir):
     tmp = tempfile.mkdtemp(prefix=os.path.basename(target_dir) + ".tmp-", dir=os.path.dirname(target_dir))
     try:
         gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        if tokenizer is None:
+            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
         config_dict = gguf_model.config.to_dict()
         config_dict.pop("quantization_config", None)
         config_dict.pop("_name_or_path", None)
@@ -101,21 +102,30 @@ def _convert_gguf(gguf_path, target_dir):
     return target_dir
 
 
-def gguf_to_hf_folder(gguf_path, cache_name=None):
-    """The cached plain Hugging Face folder for a GGUF file, converting it on first use."""
+def gguf_to_hf_folder(gguf_path, cache_name=None, tokenizer=None):
+    """The cached plain Hugging Face folder for a GGUF file, converting it on first use (with `tokenizer` if given,
+    else the GGUF's own)."""
     if cache_name is None:
         stat = os.stat(gguf_path)
         key = f"{os.path.abspath(gguf_path)}:{stat.st_size}:{int(stat.st_mtime)}"
         cache_name = "gguf-" + hashlib.sha1(key.encode()).hexdigest()[:12]
     target = os.path.join(cache_root(), cache_name)
     if not os.path.isfile(os.path.join(target, "config.json")):
-        _convert_gguf(gguf_path, target)
+        _convert_gguf(gguf_path, target, tokenizer() if callable(tokenizer) else tokenizer)
     return target
 
 
 def smollm2_folder():
     """The plain Hugging Face folder of the bundled SmolLM2-135M-Instruct (converted once, then reused)."""
-    return gguf_to_hf_folder(smollm2_gguf_path(), cache_name=SMOLLM2_PRESET)
+    def cached_tokenizer():  # the tiny presets may already have converted the GGUF's tokenizer (seconds saved)
+        from transformers import AutoTokenizer
+
+        folder = os.path.join(cache_root(), SMOLLM2_PRESET + "-tokenizer")
+        if os.path.isfile(os.path.join(folder, "tokenizer_config.json")):
+            return AutoTokenizer.from_pretrained(folder)
+        return None
+
+    return gguf_to_hf_folder(smollm2_gguf_path(), cache_name=SMOLLM2_PRESET, tokenizer=cached_tokenizer)
 
 
 def smollm2_tokenizer():
