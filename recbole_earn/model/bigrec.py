@@ -52,6 +52,7 @@ class BIGRec(LLMRecommender):
         output = beam_search(
             self.llm, self.prompts(interaction), num_beams=self.num_beams, max_new_tokens=self.max_new_tokens
         )
+        self.record_generation(output, num_users=output.sequences.shape[0])
         best = output.sequences[:, 0].tolist()  # [B, T]
         lengths = output.lengths[:, 0].tolist()  # [B]
         eos = self.llm.eos_token_id

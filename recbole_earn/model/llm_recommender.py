@@ -59,12 +59,30 @@ class LLMRecommender(SequentialRecommender):
         )
         num_layers = base_causal_lm(backbone).config.num_hidden_layers
         self.llm = EARNModel(backbone, earn_config_from(config, num_layers, self.use_earn), tokenizer=self.tokenizer)
+        self.reset_inference_stats()
 
     def histories(self, interaction):
         """Each row's history as a list of internal item ids, oldest first (RecBole pads on the right)."""
         item_seq = interaction[self.ITEM_SEQ].tolist()  # [B, max_seq_length]
         lengths = interaction[self.ITEM_SEQ_LEN].tolist()  # [B]
         return [seq[:length] for seq, length in zip(item_seq, lengths)]
+
+    # -- inference statistics, for comparison tables ----------------------------------------------------------
+    def reset_inference_stats(self):
+        """Zero the counters that `record_generation` accumulates."""
+        self.inference_stats = {"users": 0, "kv_bytes": 0, "prefill_s": 0.0, "decode_s": 0.0}
+
+    def record_generation(self, output, num_users):
+        """Add one batched generation (a `GenerationOutput` for `num_users` prompts) to `inference_stats`."""
+        self.inference_stats["users"] += num_users
+        self.inference_stats["kv_bytes"] += sum(output.kv_layer_bytes)
+        self.inference_stats["prefill_s"] += output.prefill_seconds
+        self.inference_stats["decode_s"] += output.decode_seconds
+
+    def kv_bytes_per_user(self):
+        """Mean KV-cache bytes held per user at the end of its generation (None before any generation)."""
+        stats = self.inference_stats
+        return stats["kv_bytes"] / stats["users"] if stats["users"] else None
 
     # -- checkpoints: only what trains -----------------------------------------------------------------------
     def trainable_names(self):
