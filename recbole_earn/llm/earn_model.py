@@ -10,6 +10,7 @@ The same loop serves training (loss on the response), prefill (writes the uneven
 (reads it; see attention.py for how beams share the prompt's cache). Token-level decoders live in decoding.py.
 """
 
+import inspect
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -35,6 +36,13 @@ class PrefillOutput:
     cache: EARNCache
     last_hidden: torch.Tensor  # [B, hidden] final hidden state of the last prefix token (predicts the 1st response token)
     prefix_lengths: torch.Tensor  # [B] position id of the first generated token
+
+
+def cache_keyword(decoder_layer):
+    """The name a decoder layer takes its KV cache under: `cache` in recent transformers 5.x, `past_key_values`
+    before (deprecated, to be removed in 5.40)."""
+    parameters = inspect.signature(decoder_layer.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
 
 
 class EARNModel(nn.Module):
@@ -72,6 +80,7 @@ class EARNModel(nn.Module):
         registers = torch.randn(self.n_prefix_registers + self.n_suffix_registers, embed_weight.shape[1]) * scale
         self.registers = nn.Parameter(registers.to(embed_weight.dtype))
         install_earn_attention(lm)
+        self._cache_kwarg = cache_keyword(lm.model.layers[0])
 
     # -- the backbone's own modules, reached through a peft wrapper if there is one ------------------------------
     @property
@@ -122,7 +131,8 @@ class EARNModel(nn.Module):
     def _run_layers(self, layers, hidden, mask, position_ids, cache=None, **kwargs):
         position_embeddings = self.decoder.rotary_emb(hidden, position_ids)  # (cos, sin), each [B, S, head_dim]
         for layer in layers:
-            hidden = layer(hidden, attention_mask=mask, position_ids=position_ids, past_key_values=cache,
+            kwargs[self._cache_kwarg] = cache
+            hidden = layer(hidden, attention_mask=mask, position_ids=position_ids,
                            position_embeddings=position_embeddings, **kwargs)
         return hidden
 
