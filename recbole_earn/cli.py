@@ -1,5 +1,6 @@
 """The command line: `python run_earn.py --model=EARNBIGRec --dataset=ml-100k [--config_files="a.yaml b.yaml"]
-[--key=value ...]`, modelled on RecBole's run_recbole.py. Every `--key=value` overrides any yaml value."""
+[--key=value ...]`, modelled on RecBole's run_recbole.py. Every `--key=value` overrides any yaml value.
+`--model=SASRec,EARNBIGRec` runs a group and writes one comparison table (see group_run.py)."""
 
 import argparse
 import sys
@@ -15,10 +16,17 @@ def build_parser():
         description="Train and evaluate a recbole-earn model (BIGRec, EARNBIGRec, LCRec, EARNLCRec) or any "
         "RecBole model on a RecBole dataset. Any other --key=value overrides that config key.",
     )
-    parser.add_argument("--model", "-m", default="SASRec", help="model name, ours or RecBole's (default SASRec)")
+    parser.add_argument(
+        "--model", "-m", default="SASRec",
+        help="model name, ours or RecBole's (default SASRec); a comma-separated list runs a group and compares them",
+    )
     parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name (default ml-100k)")
     parser.add_argument(
         "--config_files", default=None, help="yaml files, space-separated, applied over the defaults in order"
+    )
+    parser.add_argument(
+        "--group_output", default=None,
+        help="group runs: path without extension for the table's .csv and .json (default log/group/<dataset>-<time>)",
     )
     return parser
 
@@ -48,11 +56,28 @@ def main(argv=None):
         args, config_files, overrides = parse_args(argv)
     except CommandLineError as error:
         build_parser().error(str(error))
+    if "," in args.model:
+        return run_group_command(args, config_files, overrides)
     from recbole_earn.quick_start import run_earn  # after argument errors: importing RecBole takes seconds
 
     result = run_earn(model=args.model, dataset=args.dataset, config_file_list=config_files, cmd_args=overrides)
     print(f"test result ({result['model']} on {result['dataset']}): {dict(result['test_result'])}")
     return result
+
+
+def run_group_command(args, config_files, overrides):
+    from recbole_earn.group_run import markdown_table, parse_model_list, run_group
+
+    try:
+        models = parse_model_list(args.model)
+    except ValueError as error:
+        build_parser().error(str(error))
+    rows, (csv_path, json_path) = run_group(
+        models, args.dataset, config_file_list=config_files, cmd_args=overrides, output_stem=args.group_output
+    )
+    print(markdown_table(rows))
+    print(f"table written to {csv_path} and {json_path}")
+    return rows
 
 
 if __name__ == "__main__":

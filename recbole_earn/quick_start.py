@@ -61,6 +61,8 @@ def train_and_evaluate(config, saved=True, verbose=True):
         train_data, valid_data, verbose=verbose, saved=saved, show_progress=show_progress
     )
     train_time = time.perf_counter() - start
+    if hasattr(recommender, "reset_inference_stats"):
+        recommender.reset_inference_stats()  # count the test generations only, not validation's
     start = time.perf_counter()
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=show_progress)
     test_time = time.perf_counter() - start
@@ -77,7 +79,22 @@ def train_and_evaluate(config, saved=True, verbose=True):
         "train_time_s": train_time,
         "test_time_s": test_time,
         "test_users": test_data.sample_size,
+        # LLM recommenders: mean KV-cache bytes per test user at the end of its generation (None otherwise)
+        "kv_bytes_per_user": recommender.kv_bytes_per_user() if hasattr(recommender, "kv_bytes_per_user") else None,
     }
+
+
+def init_fresh_logger(config):
+    """RecBole's init_logger for this run. It configures the root logger with logging.basicConfig, which does
+    nothing once handlers exist, so a second run in the same process (group runs, hyper-parameter trials)
+    would log into the first run's file: drop the handlers a previous init_logger installed first (exactly
+    a console StreamHandler and a FileHandler; other handlers, e.g. pytest's, stay)."""
+    root = getLogger()
+    for handler in root.handlers[:]:
+        if type(handler) in (logging.StreamHandler, logging.FileHandler):
+            root.removeHandler(handler)
+            handler.close()
+    init_logger(config)
 
 
 def run_earn(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, cmd_args=None):
@@ -93,13 +110,13 @@ def run_earn(model=None, dataset=None, config_file_list=None, config_dict=None, 
 
     Returns:
         dict: best_valid_score, valid_score_bigger, best_valid_result, test_result (as RecBole's run_recbole),
-        plus model, dataset, train_time_s, test_time_s and test_users.
+        plus model, dataset, train_time_s, test_time_s, test_users and kv_bytes_per_user (LLM models).
     """
     config = Config(
         model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict, cmd_args=cmd_args
     )
     init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
+    init_fresh_logger(config)
     logger = getLogger()
     logger.info(sys.argv)
     logger.info(config)
@@ -112,9 +129,6 @@ def objective_function(config_dict=None, config_file_list=None, saved=True):
     """One hyper-parameter trial for `recbole.trainer.HyperTuning`: train, validate, test, quietly."""
     config = Config(config_dict=config_dict, config_file_list=config_file_list)
     init_seed(config["seed"], config["reproducibility"])
-    logger = getLogger()
-    for handler in logger.handlers[:]:  # HyperTuning calls us once per trial; one set of handlers at a time
-        logger.removeHandler(handler)
-    init_logger(config)
+    init_fresh_logger(config)
     logging.basicConfig(level=logging.ERROR)
     return train_and_evaluate(config, saved=saved, verbose=False)

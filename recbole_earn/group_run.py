@@ -1,0 +1,118 @@
+"""Group runs: several models, one dataset, one split, seed and evaluator, and one comparison table.
+
+`python run_earn.py --model=SASRec,GRU4Rec,BIGRec,EARNBIGRec --dataset=ml-100k` runs each model through
+`run_earn` with the same configuration layers (only the model's own yaml differs) and writes the table as
+markdown on stdout and as CSV and JSON files.
+"""
+
+import csv
+import json
+import os
+import time
+
+EARN_PREFIX = "EARN"
+FIXED_COLUMNS = ("model", "train_time_s", "infer_ms_per_user", "kv_bytes_per_user", "earn_speedup")
+
+
+def parse_model_list(text):
+    """'SASRec, EARNBIGRec' -> ['SASRec', 'EARNBIGRec']; a name given twice is an error (its rows would clash)."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise ValueError(f"--model needs at least one model name, got {text!r}")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"--model lists {', '.join(repeated)} more than once")
+    return names
+
+
+def result_row(result):
+    """One table row from a `run_earn` result: the test metrics, training time, inference time per user."""
+    row = {
+        "model": result["model"],
+        "train_time_s": result["train_time_s"],
+        "infer_ms_per_user": 1000.0 * result["test_time_s"] / max(result["test_users"], 1),
+        "kv_bytes_per_user": result.get("kv_bytes_per_user"),
+        "earn_speedup": None,
+    }
+    row.update(result["test_result"])
+    return row
+
+
+def add_earn_speedups(rows):
+    """For each EARN<X> row whose plain <X> is in the group: <X>'s inference time per user / EARN<X>'s."""
+    by_model = {row["model"]: row for row in rows}
+    for row in rows:
+        plain = by_model.get(row["model"][len(EARN_PREFIX):]) if row["model"].startswith(EARN_PREFIX) else None
+        if plain is not None and row["infer_ms_per_user"] > 0:
+            row["earn_speedup"] = plain["infer_ms_per_user"] / row["infer_ms_per_user"]
+    return rows
+
+
+def columns(rows):
+    """The fixed columns, then every metric in the order RecBole reported it (union over the rows)."""
+    names = list(FIXED_COLUMNS)
+    for row in rows:
+        names += [key for key in row if key not in names]
+    return names
+
+
+def _cell(value):
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
+
+
+def markdown_table(rows):
+    header = columns(rows)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(row.get(name)) for name in header) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_table(rows, path_stem):
+    """Write `<path_stem>.csv` and `<path_stem>.json` (each through a temporary file, then renamed)."""
+    folder = os.path.dirname(path_stem)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    header = columns(rows)
+    for suffix, write in ((".csv", _write_csv), (".json", _write_json)):
+        temporary = f"{path_stem}{suffix}.tmp"
+        with open(temporary, "w", encoding="utf-8", newline="") as handle:
+            write(handle, header, rows)
+        os.replace(temporary, path_stem + suffix)
+    return path_stem + ".csv", path_stem + ".json"
+
+
+def _write_csv(handle, header, rows):
+    writer = csv.DictWriter(handle, fieldnames=header)
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+def _write_json(handle, header, rows):
+    json.dump([{name: row.get(name) for name in header} for row in rows], handle, indent=1)
+
+
+def default_output_stem(dataset):
+    return os.path.join("log", "group", f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def run_group(models, dataset, config_file_list=None, config_dict=None, cmd_args=None, output_stem=None):
+    """Train and evaluate every model of `models` on `dataset`; returns (rows, (csv_path, json_path))."""
+    from recbole_earn.model_lookup import get_model_class
+    from recbole_earn.quick_start import run_earn
+
+    for name in models:  # an unknown name fails before hours of training, not after
+        get_model_class(name)
+    rows = []
+    for name in models:
+        result = run_earn(
+            model=name, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict,
+            cmd_args=cmd_args,
+        )
+        rows.append(result_row(result))
+    add_earn_speedups(rows)
+    paths = write_table(rows, output_stem or default_output_stem(dataset))
+    return rows, paths
