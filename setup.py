@@ -36,6 +36,7 @@ setup(
         "scipy<1.12",
         "setuptools>=77.0.3,<81",
         "hyperopt",
+        "pyarrow<21",  # Ray Tune (tool: ray in hyper-parameter searches) reads its results back with it; 21+ needs NumPy 2
         "pyyaml",
     ],
     extras_require={"test": ["pytest", "hypothesis"]},

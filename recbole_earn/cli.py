@@ -25,6 +25,14 @@ def build_parser():
         "--config_files", default=None, help="yaml files, space-separated, applied over the defaults in order"
     )
     parser.add_argument(
+        "--hyper", default=None, metavar="SEARCH_YAML",
+        help="run a hyper-parameter search described by this yaml (see properties/hyper/)",
+    )
+    parser.add_argument(
+        "--hyper_output", default=None,
+        help="search: path without extension for .trials.json/.trials.csv/.best.yaml (default log/hyper/...)",
+    )
+    parser.add_argument(
         "--group_output", default=None,
         help="group runs: path without extension for the table's .csv and .json (default log/group/<dataset>-<time>)",
     )
@@ -56,6 +64,8 @@ def main(argv=None):
         args, config_files, overrides = parse_args(argv)
     except CommandLineError as error:
         build_parser().error(str(error))
+    if args.hyper:
+        return run_search_command(args, config_files, overrides)
     if "," in args.model:
         return run_group_command(args, config_files, overrides)
     from recbole_earn.quick_start import run_earn  # after argument errors: importing RecBole takes seconds
@@ -78,6 +88,23 @@ def run_group_command(args, config_files, overrides):
     print(markdown_table(rows))
     print(f"table written to {csv_path} and {json_path}")
     return rows
+
+
+def run_search_command(args, config_files, overrides):
+    from recbole_earn.hyper_search import SearchFileError, run_search
+
+    if "," in args.model:
+        build_parser().error("--hyper searches one model at a time; give a single --model")
+    try:
+        result = run_search(args.model, args.dataset, args.hyper, config_file_list=config_files, cmd_args=overrides,
+                            output_stem=args.hyper_output)
+    except SearchFileError as error:
+        build_parser().error(str(error))
+    best = result.best
+    print(f"best of {len(result.trials)} trials: {best['params']} (valid {best['best_valid_score']}), "
+          f"test {best['test_result']}")
+    print(f"trials written to {result.trials_path}; best configuration: --config_files={result.best_yaml_path}")
+    return result
 
 
 if __name__ == "__main__":

@@ -125,9 +125,10 @@ def run_earn(model=None, dataset=None, config_file_list=None, config_dict=None, 
     return result
 
 
-def objective_function(config_dict=None, config_file_list=None, saved=True):
-    """One hyper-parameter trial for `recbole.trainer.HyperTuning`: train, validate, test, quietly."""
-    config = Config(config_dict=config_dict, config_file_list=config_file_list)
+def objective_function(config_dict=None, config_file_list=None, saved=True, cmd_args=None):
+    """One hyper-parameter trial for `recbole.trainer.HyperTuning`: train, validate, test, quietly.
+    config_dict names the model and dataset; cmd_args are the user's --key=value (applied last)."""
+    config = Config(config_dict=config_dict, config_file_list=config_file_list, cmd_args=cmd_args)
     init_seed(config["seed"], config["reproducibility"])
     init_fresh_logger(config)
     logging.basicConfig(level=logging.ERROR)
