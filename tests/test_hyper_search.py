@@ -90,7 +90,7 @@ def test_example_search_files_parse():
 
     from recbole_earn.paths import properties_dir
 
-    for name in ("BIGRec.yaml", "EARNBIGRec.yaml"):
+    for name in ("BIGRec.yaml", "EARNBIGRec.yaml", "LCRec.yaml", "EARNLCRec.yaml"):
         spec = load_search_spec(os.path.join(properties_dir(), "hyper", name))
         assert spec.space and spec.metric == "ndcg@10"
 

@@ -77,3 +77,25 @@ class ItemTextTable:
                 "LLM recommenders need a title for every item. Drop those items from the .inter file or add them."
             )
         return cls([""] + [raw_titles[token] for token in id_tokens[1:]], field)
+
+
+def item_descriptions(dataset, titles, fields):
+    """Per internal item id, the title followed by the item's other text fields that the `.item` file has
+    (`Toy Story (1995); class: Animation Children's Comedy`), for text embeddings. Fields absent from the file
+    are skipped; id 0 (padding) is ""."""
+    config = dataset.config
+    path = atomic_file_path(config, "item")
+    with open(path, encoding=config["encoding"] or "utf-8", newline="") as handle:
+        present = [column.split(":")[0] for column in handle.readline().rstrip("\r\n").split(config["field_separator"])]
+    columns = [
+        (name, read_item_column(path, name, dataset.iid_field, encoding=config["encoding"] or "utf-8",
+                                separator=config["field_separator"]))
+        for name in fields or [] if name in present
+    ]
+    id_tokens = dataset.field2id_token[dataset.iid_field]
+    texts = [""]
+    for item in range(1, len(id_tokens)):
+        parts = [titles[item]]
+        parts += [f"{name}: {column[id_tokens[item]]}" for name, column in columns if column.get(id_tokens[item])]
+        texts.append("; ".join(parts))
+    return texts

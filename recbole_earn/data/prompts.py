@@ -70,3 +70,16 @@ class HistoryPrompter:
     def item_text_ids(self, item: int) -> List[int]:
         """Token ids of one item's text (the BIGRec response, before EOS)."""
         return self.item_ids[item]
+
+
+# LC-Rec's tasks in the same Alpaca style. Items are written as their code tokens (<a_12><b_7><c_201><d_3>).
+_ALPACA_HEAD = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n"
+)
+LCREC_SEQREC_TEMPLATE = (
+    _ALPACA_HEAD + "Here are the {item_noun} the user has {interaction_verb}, in order: {history}. Can you predict "
+    "the next one the user will like?\n\n### Response:\n"
+)
+LCREC_ITEM2INDEX_TEMPLATE = _ALPACA_HEAD + "Which of the {item_noun} has the title {title}?\n\n### Response:\n"
+LCREC_INDEX2ITEM_TEMPLATE = _ALPACA_HEAD + "What is the title of the item {code}?\n\n### Response:\n"

@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
+from .added_tokens import AddedTokenRows
 from .attention import install_earn_attention
 from .backbone import base_causal_lm, check_supported
 from .batch import IGNORE_INDEX, EARNBatch, build_batch, causal_mask, padding_mask
@@ -79,6 +80,7 @@ class EARNModel(nn.Module):
         scale = embed_weight.detach().float().std().item()
         registers = torch.randn(self.n_prefix_registers + self.n_suffix_registers, embed_weight.shape[1]) * scale
         self.registers = nn.Parameter(registers.to(embed_weight.dtype))
+        self.added_tokens = None  # AddedTokenRows once add_tokens() is called
         install_earn_attention(lm)
         self._cache_kwarg = cache_keyword(lm.model.layers[0])
 
@@ -103,6 +105,37 @@ class EARNModel(nn.Module):
     def n_registers(self):
         return self.registers.shape[0]
 
+    # -- vocabulary: the backbone's own rows, plus rows added for new tokens ---------------------------------------
+    def add_tokens(self, first_id: int, num_tokens: int) -> AddedTokenRows:
+        """Give token ids [first_id, first_id + num_tokens) their own trainable embedding (and lm-head) rows.
+        first_id is the tokenizer's length before the tokens were added to it."""
+        if self.added_tokens is not None:
+            raise ValueError("EARNModel.add_tokens was already called; add every new token at once")
+        lm = self.causal_lm
+        output = lm.get_output_embeddings()
+        tied = output is None or output.weight is lm.get_input_embeddings().weight
+        self.added_tokens = AddedTokenRows(first_id, num_tokens, lm.get_input_embeddings().weight,
+                                           None if tied else output.weight, tied=tied)
+        return self.added_tokens
+
+    @property
+    def vocab_size(self):
+        if self.added_tokens is not None:
+            return self.added_tokens.vocab_size
+        return self.causal_lm.get_input_embeddings().weight.shape[0]
+
+    def embed_ids(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """[..., hidden] token embeddings of token_ids [...]."""
+        if self.added_tokens is None:
+            return self.decoder.embed_tokens(token_ids)
+        return self.added_tokens.embed(token_ids, self.decoder.embed_tokens)
+
+    def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Full-vocabulary logits [..., vocab] of final hidden states [..., hidden]."""
+        if self.added_tokens is None:
+            return self.causal_lm.lm_head(hidden)
+        return self.added_tokens.logits(hidden, self.causal_lm.lm_head)
+
     # -- batches ------------------------------------------------------------------------------------------------
     def make_batch(self, prompts: Sequence[Sequence[int]], responses: Optional[Sequence[Sequence[int]]] = None,
                    add_eos: bool = True) -> EARNBatch:
@@ -120,7 +153,7 @@ class EARNModel(nn.Module):
 
     def input_embeddings(self, batch: EARNBatch) -> torch.Tensor:
         """[B, S, hidden]: token embeddings with the register vectors at the register slots."""
-        embeds = self.decoder.embed_tokens(batch.input_ids)  # [B, S, hidden]
+        embeds = self.embed_ids(batch.input_ids)  # [B, S, hidden]
         if self.n_registers == 0:
             return embeds
         is_register = (batch.register_index >= 0).unsqueeze(-1)  # [B, S, 1]
@@ -158,16 +191,26 @@ class EARNModel(nn.Module):
         scored = batch.labels != IGNORE_INDEX  # [B, K]
         loss = None
         if bool(scored.any()):
-            logits = self.causal_lm.lm_head(hidden[scored])  # [M, vocab], M = response tokens in the batch
+            logits = self.lm_logits(hidden[scored])  # [M, vocab], M = response tokens in the batch
             loss = nn.functional.cross_entropy(logits.float(), batch.labels[scored])
         return EARNOutput(loss=loss, hidden_states=hidden, batch=batch)
 
     def compute_loss(self, prompts, responses, add_eos=True) -> torch.Tensor:
         return self(self.make_batch(prompts, responses, add_eos=add_eos)).loss
 
+    @torch.no_grad()
+    def response_log_probs(self, prompts, responses) -> torch.Tensor:
+        """[B] summed log-probability of each response (no EOS) after its prompt, over the whole vocabulary."""
+        batch = self.make_batch(prompts, responses, add_eos=False)
+        hidden = self.split_forward(batch)  # [B, K, hidden]
+        scored = batch.labels != IGNORE_INDEX  # [B, K]
+        log_probs = torch.log_softmax(self.lm_logits(hidden).float(), dim=-1)  # [B, K, vocab]
+        token_log_probs = log_probs.gather(-1, batch.labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # [B, K]
+        return (token_log_probs * scored).sum(1)
+
     def kept_logits(self, batch: EARNBatch) -> torch.Tensor:
         """Full-vocabulary logits at every kept position, [B, K, vocab] (for tests and analysis)."""
-        return self.causal_lm.lm_head(self.split_forward(batch))
+        return self.lm_logits(self.split_forward(batch))
 
     # -- inference ----------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -188,7 +231,7 @@ class EARNModel(nn.Module):
     def decode_step(self, cache: EARNCache, token_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         """Feed one token per beam through all N layers. token_ids, position_ids: [B * beams].
         Returns the final hidden states [B * beams, hidden]."""
-        hidden = self.decoder.embed_tokens(token_ids[:, None])  # [B*nb, 1, hidden]
+        hidden = self.embed_ids(token_ids[:, None])  # [B*nb, 1, hidden]
         hidden = self._run_layers(self.layers, hidden, None, position_ids[:, None], cache, earn_cache=cache)
         return self.decoder.norm(hidden)[:, 0]
 
@@ -196,20 +239,29 @@ class EARNModel(nn.Module):
         """lm head on hidden [..., hidden]: all vocabulary, or only the rows `token_ids` [u] -> [..., u]."""
         lm_head = self.causal_lm.lm_head
         if token_ids is None:
-            return lm_head(hidden)
+            return self.lm_logits(hidden)
         if type(lm_head) is not nn.Linear:  # e.g. a LoRA-wrapped head: no plain rows to gather
-            return lm_head(hidden)[..., token_ids]
-        weight = lm_head.weight[token_ids]  # [u, hidden]
+            return self.lm_logits(hidden)[..., token_ids]
+        if self.added_tokens is not None:
+            weight = self.added_tokens.rows(token_ids, lm_head.weight)  # [u, hidden]
+            if lm_head.bias is not None:
+                raise ValueError("added tokens on an lm head with a bias are not supported")
+        else:
+            weight = lm_head.weight[token_ids]  # [u, hidden]
         out = hidden @ weight.t()
         if lm_head.bias is not None:
             out = out + lm_head.bias[token_ids]
         return out
 
-    # -- text embeddings (BIGRec grounding) ---------------------------------------------------------------------
+    # -- text embeddings (BIGRec grounding, LC-Rec item indexing) ---------------------------------------------------
     @torch.no_grad()
-    def embed_texts(self, texts: Sequence[Sequence[int]], batch_size: int = 64, add_bos: bool = False) -> torch.Tensor:
-        """Last-layer (normed) hidden state of the last token of each token-id list, [n, hidden]: the plain backbone,
-        all layers, no registers. Batches are left padded with per-example position ids starting at 0."""
+    def embed_texts(self, texts: Sequence[Sequence[int]], batch_size: int = 64, add_bos: bool = False,
+                    pooling: str = "last") -> torch.Tensor:
+        """Text embeddings [n, hidden] from the last layer's (normed) hidden states of each token-id list: of its
+        last token (pooling="last") or averaged over its tokens ("mean"). The plain backbone, all layers, no
+        registers. Batches are left padded with per-example position ids starting at 0."""
+        if pooling not in ("last", "mean"):
+            raise ValueError(f"pooling must be 'last' or 'mean', got {pooling!r}")
         outputs = []
         for start in range(0, len(texts), batch_size):
             head = [self.bos_token_id] if add_bos and self.bos_token_id is not None else []
@@ -218,10 +270,14 @@ class EARNModel(nn.Module):
                 raise ValueError("embed_texts got an empty token list")
             batch = build_batch(chunk, None, n_prefix_registers=0, n_suffix_registers=0, bos_token_id=None,
                                 pad_token_id=self.pad_token_id).to(self.registers.device)
-            hidden = self.decoder.embed_tokens(batch.input_ids)
+            hidden = self.embed_ids(batch.input_ids)  # [b, S, hidden]
             mask = causal_mask(batch.attention_mask, hidden.dtype)
-            hidden = self._run_layers(self.layers, hidden, mask, batch.position_ids)
-            outputs.append(self.decoder.norm(hidden[:, -1]))
+            hidden = self.decoder.norm(self._run_layers(self.layers, hidden, mask, batch.position_ids))
+            if pooling == "last":
+                outputs.append(hidden[:, -1])
+            else:
+                real = batch.attention_mask.unsqueeze(-1).to(hidden.dtype)  # [b, S, 1]
+                outputs.append((hidden * real).sum(1) / real.sum(1))
         return torch.cat(outputs)
 
     # -- saving only what trains --------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ import importlib
 MODEL_MODULES = {
     "BIGRec": "recbole_earn.model.bigrec",
     "EARNBIGRec": "recbole_earn.model.bigrec",
+    "LCRec": "recbole_earn.model.lcrec",
+    "EARNLCRec": "recbole_earn.model.lcrec",
 }
 
 

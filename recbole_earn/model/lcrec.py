@@ -1,0 +1,176 @@
+"""LCRec and EARNLCRec: an LLM that writes the next item's semantic ID under a trie constraint.
+
+Zheng et al., "Adapting Large Language Models by Integrating Collaborative Semantics for Recommendation" (LC-Rec):
+  items      short unique code sequences (<a_12><b_7><c_201><d_3>) from an RQ-VAE over the items' text embeddings
+             (recbole_earn.indexing), added to the tokenizer as new tokens
+  training   the user's history as codes (optionally with titles) -> the next item's code, mixed with alignment
+             tasks title -> code and code -> title, in yaml-set proportions; cross-entropy on the response
+  inference  beam search (20 beams) constrained by a trie of every item's code: every beam is a real item; an
+             item's score is its beam's log-probability, -inf for items no beam reached
+
+Only the code tokens' rows, the LoRA weights and the registers train. EARNLCRec is the same model with the EARN
+engine switched on.
+"""
+
+import copy
+import os
+
+import torch
+
+from recbole_earn.data.item_text import item_descriptions
+from recbole_earn.data.prompts import (
+    LCREC_INDEX2ITEM_TEMPLATE,
+    LCREC_ITEM2INDEX_TEMPLATE,
+    LCREC_SEQREC_TEMPLATE,
+    HistoryPrompter,
+    quote_title,
+    tokenize,
+)
+from recbole_earn.indexing.item_index import IndexSettings, build_item_index
+from recbole_earn.llm.backbone import cache_root
+from recbole_earn.llm.decoding import constrained_beam_search
+from recbole_earn.llm.trie import TokenTrie
+from recbole_earn.model.llm_recommender import LLMRecommender
+
+TASKS = ("seqrec", "item2index", "index2item")
+
+
+def index_folder(config):
+    """Where the item index is kept: `item_index_dir` if set, else the dataset's own folder, except for RecBole's
+    bundled example datasets (inside the installed package), whose index goes to the recbole-earn cache."""
+    if config["item_index_dir"]:
+        return os.path.expanduser(config["item_index_dir"])
+    import recbole
+
+    folder = os.path.abspath(config["data_path"])
+    package = os.path.dirname(os.path.abspath(recbole.__file__))
+    if folder.startswith(package + os.sep) or not os.access(folder, os.W_OK):
+        return os.path.join(cache_root(), "item_index")
+    return folder
+
+
+def index_settings(config):
+    return IndexSettings(
+        levels=config["index_levels"], codebook_size=config["index_codebook_size"], code_dim=config["index_code_dim"],
+        epochs=config["index_epochs"], seed=config["index_seed"], sinkhorn_epsilon=config["index_sinkhorn_epsilon"],
+    )
+
+
+def task_proportions(config):
+    """{task: probability} from the `task_proportions` knob (normalised; unknown tasks are an error)."""
+    raw = dict(config["task_proportions"] or {"seqrec": 1.0})
+    unknown = sorted(set(raw) - set(TASKS))
+    if unknown:
+        raise ValueError(f"task_proportions has unknown tasks {unknown}; the tasks are {', '.join(TASKS)}")
+    weights = {task: float(raw.get(task, 0.0)) for task in TASKS}
+    if any(weight < 0 for weight in weights.values()) or sum(weights.values()) <= 0:
+        raise ValueError(f"task_proportions must be >= 0 and not all 0, got {raw}")
+    total = sum(weights.values())
+    return {task: weight / total for task, weight in weights.items()}
+
+
+class LCRec(LLMRecommender):
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.num_beams = config["num_beams"]
+        if max(config["topk"]) > self.num_beams:
+            raise ValueError(
+                f"topk {config['topk']} is larger than num_beams={self.num_beams}: LC-Rec ranks only the items its "
+                f"constrained beam search reaches. Use --num_beams={max(config['topk'])} or a smaller --topk."
+            )
+        self.index = self._item_index(config, dataset)
+
+        # The code tokens join a private copy of the tokenizer (others may share the loaded one) and get their own
+        # trainable rows in the engine, right after the tokenizer's vocabulary.
+        self.tokenizer = copy.deepcopy(self.tokenizer)
+        first_id = len(self.tokenizer)
+        self.tokenizer.add_tokens(self.index.token_strings())
+        self.llm.add_tokens(first_id, len(self.index.token_strings()))
+        self.code_ids = [[first_id + offset for offset in self.index.item_token_offsets(item)]
+                         for item in range(self.n_items)]  # [n_items][code length]; id 0 is padding: []
+        self.trie = TokenTrie(self.code_ids[1:])
+        self.item_of_code = {tuple(ids): item for item, ids in enumerate(self.code_ids) if item > 0}
+
+        fields = {"item_noun": config["item_noun"] or "items",
+                  "interaction_verb": config["interaction_verb"] or "interacted with"}
+        titles = [quote_title(title) for title in self.item_titles.titles]
+        codes = [self.index.item_text(item) for item in range(self.n_items)]
+        history_items = [f"{code} {title}" for code, title in zip(codes, titles)] if config["history_with_titles"] \
+            else codes
+        self.seqrec_prompter = HistoryPrompter(self.tokenizer, config["prompt_template"] or LCREC_SEQREC_TEMPLATE,
+                                               history_items, **fields)
+        self.title_ids = [tokenize(self.tokenizer, title) for title in titles]
+        self.item2index = self._split_template(LCREC_ITEM2INDEX_TEMPLATE.format(title="{item}", **fields))
+        self.index2item = self._split_template(LCREC_INDEX2ITEM_TEMPLATE.format(code="{item}", **fields))
+        self.proportions = task_proportions(config)
+        self.task_generator = torch.Generator().manual_seed(int(config["seed"] or 0))
+
+    def _item_index(self, config, dataset):
+        texts = item_descriptions(dataset, self.item_titles.titles, config["item_text_fields"])
+        tokens = list(dataset.field2id_token[dataset.iid_field])
+
+        def embed(item_texts):
+            was_training = self.llm.training
+            self.llm.eval()  # no LoRA dropout; LoRA starts as the identity, so this is the pretrained backbone
+            try:
+                ids = [tokenize(self.tokenizer, text) or [self.llm.eos_token_id] for text in item_texts]
+                return self.llm.embed_texts(ids, batch_size=config["embedding_batch_size"], pooling="mean")
+            finally:
+                self.llm.train(was_training)
+
+        return build_item_index(texts, tokens, embed, index_settings(config), index_folder(config),
+                                config["dataset"], str(config["llm_path"]))
+
+    def _split_template(self, text):
+        head, tail = text.split("{item}")
+        return tokenize(self.tokenizer, head), tokenize(self.tokenizer, tail)
+
+    # -- training -------------------------------------------------------------------------------------------------
+    def sample_tasks(self, count):
+        probabilities = torch.tensor([self.proportions[task] for task in TASKS])
+        return [TASKS[i] for i in torch.multinomial(probabilities, count, replacement=True,
+                                                    generator=self.task_generator).tolist()]
+
+    def example(self, task, history, item):
+        """(prompt ids, response ids) of one training example about `item` (the next item of `history`)."""
+        if task == "seqrec":
+            return self.seqrec_prompter.prompt_ids(history), self.code_ids[item]
+        if task == "item2index":
+            head, tail = self.item2index
+            return head + self.title_ids[item] + tail, self.code_ids[item]
+        head, tail = self.index2item
+        return head + self.code_ids[item] + tail, self.title_ids[item]
+
+    def calculate_loss(self, interaction):
+        items = interaction[self.POS_ITEM_ID].tolist()
+        tasks = self.sample_tasks(len(items))
+        examples = [self.example(task, history, item)
+                    for task, history, item in zip(tasks, self.histories(interaction), items)]
+        return self.llm.compute_loss([prompt for prompt, _ in examples], [response for _, response in examples])
+
+    # -- inference ------------------------------------------------------------------------------------------------
+    def prompts(self, interaction):
+        return [self.seqrec_prompter.prompt_ids(history) for history in self.histories(interaction)]
+
+    @torch.no_grad()
+    def full_sort_predict(self, interaction):
+        """[B, n_items]: each beam's log-probability at its item, -inf elsewhere."""
+        output = constrained_beam_search(self.llm, self.prompts(interaction), self.trie, num_beams=self.num_beams)
+        self.record_generation(output, num_users=output.sequences.shape[0])
+        scores = torch.full((output.sequences.shape[0], self.n_items), float("-inf"), device=output.scores.device)
+        for row, beams in enumerate(output.as_lists()):
+            for ids, score in beams:
+                item = self.item_of_code.get(tuple(ids))
+                if item is not None and score > scores[row, item]:
+                    scores[row, item] = score
+        return scores
+
+    @torch.no_grad()
+    def predict(self, interaction):
+        """[B] log-probability of each row's item code after its user's prompt (sampled evaluation)."""
+        responses = [self.code_ids[item] for item in interaction[self.ITEM_ID].tolist()]
+        return self.llm.response_log_probs(self.prompts(interaction), responses)
+
+
+class EARNLCRec(LCRec):
+    use_earn = True

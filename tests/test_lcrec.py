@@ -1,0 +1,195 @@
+"""LCRec and EARNLCRec as RecBole models, on a tiny random Llama and a small slice of ml-100k."""
+
+import json
+import logging
+import os
+
+import pytest
+import torch
+
+from recbole_earn.config import Config
+from recbole_earn.data.item_text import item_descriptions
+from recbole_earn.indexing.item_index import IndexSettings, build_item_index, codes_from_embeddings
+from recbole_earn.model.lcrec import index_folder, index_settings
+from recbole_earn.quick_start import build_model, prepare_data, run_earn
+from recbole_earn.trainer import few_shot_loader
+
+
+def lcrec_values(mini, **overrides):
+    """Config keys for a quick LC-Rec run on the mini dataset: tiny-llama, a small index, 10 beams."""
+    values = dict(mini["config"])
+    values.update(
+        llm_path="tiny-llama",
+        epochs=1,
+        train_sample_num=48,
+        train_batch_size=8,
+        eval_batch_size=16,
+        learning_rate=0.003,
+        num_beams=10,
+        topk=[5, 10],
+        valid_metric="NDCG@10",
+        index_levels=3,
+        index_codebook_size=16,
+        index_epochs=20,
+        item_text_fields=["release_year", "class"],
+    )
+    values.update(overrides)
+    return values
+
+
+def lcrec_config(mini, model="EARNLCRec", **overrides):
+    return Config(model=model, dataset=mini["dataset"], config_dict=lcrec_values(mini, **overrides))
+
+
+def build(config):
+    _, train_data, valid_data, test_data = prepare_data(config)
+    model = build_model(config, train_data, logging.getLogger())
+    return model, few_shot_loader(train_data, config["train_sample_num"], config["seed"]), valid_data, test_data
+
+
+def first_batch(loader):
+    batch = next(iter(loader))
+    return batch[0] if isinstance(batch, tuple) else batch
+
+
+def test_every_item_gets_a_unique_id_and_the_index_round_trips(mini_ml100k):
+    config = lcrec_config(mini_ml100k)
+    model, train_data, _, _ = build(config)
+    codes = [tuple(model.index.codes[item]) for item in range(1, model.n_items)]
+    assert len(set(codes)) == len(codes)
+    assert all(len(code) in (3, 4) for code in codes)
+    assert model.trie.num_sequences == model.n_items - 1
+    # Code tokens are real tokens of the model's tokenizer, one token each.
+    item = 1
+    text = model.index.item_text(item)
+    assert model.tokenizer(text, add_special_tokens=False)["input_ids"] == model.code_ids[item]
+
+    folder = index_folder(config)
+    files = [name for name in os.listdir(folder) if ".item-index." in name]
+    assert len(files) == 1
+    with open(os.path.join(folder, files[0]), encoding="utf-8") as handle:
+        stored = json.load(handle)
+    assert 0.0 <= stored["stats"]["collision_rate_nearest"] <= 1.0
+    assert len(stored["stats"]["codebook_usage"]) == 3
+
+    def must_not_embed(texts):
+        raise AssertionError("the saved index should have been reused")
+
+    dataset = train_data._dataset
+    texts = item_descriptions(dataset, model.item_titles.titles, config["item_text_fields"])
+    assert texts[1].startswith(model.item_titles.titles[1] + "; release_year: ")
+    again = build_item_index(texts, list(dataset.field2id_token[dataset.iid_field]), must_not_embed,
+                             index_settings(config), folder, config["dataset"], str(config["llm_path"]))
+    assert again.codes == model.index.codes
+
+
+def test_identical_items_are_told_apart_by_an_extra_code():
+    torch.manual_seed(0)
+    embeddings = torch.randn(40, 16)
+    embeddings[10:20] = embeddings[10]  # ten identical items
+    index = codes_from_embeddings(embeddings, IndexSettings(levels=2, codebook_size=8, epochs=5, seed=1))
+    codes = [tuple(row) for row in index.codes[1:]]
+    assert len(set(codes)) == 40
+    assert index.n_extra >= 10 and index.stats["collision_rate_sinkhorn"] > 0
+    prefixes = {code[:2] for code in codes[10:20]}
+    assert len(prefixes) == 1  # identical embeddings share the RQ codes; the extra code separates them
+
+
+def test_constrained_decoding_only_yields_catalog_items(mini_ml100k):
+    model, _, _, test_data = build(lcrec_config(mini_ml100k))
+    model.eval()
+    users = first_batch(test_data)
+    for seed in range(3):  # random logits: large random rows for the code tokens
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            model.llm.added_tokens.input_rows.normal_(std=5.0)
+        scores = model.full_sort_predict(users)  # [B, n_items]
+        finite = torch.isfinite(scores)
+        assert not finite[:, 0].any()
+        assert finite.sum(1).eq(model.num_beams).all()  # every beam is a distinct real item
+
+
+def test_training_lowers_the_loss(mini_ml100k):
+    model, train_data, _, _ = build(lcrec_config(mini_ml100k))
+    batch = first_batch(train_data)
+    model.eval()
+    with torch.no_grad():
+        model.task_generator.manual_seed(0)
+        before = model.calculate_loss(batch).item()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.003)
+    model.train()
+    for _ in range(2):
+        for interaction in train_data:
+            optimizer.zero_grad()
+            model.calculate_loss(interaction).backward()
+            optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        model.task_generator.manual_seed(0)
+        after = model.calculate_loss(batch).item()
+    assert after < before
+    # What trains: LoRA, registers and the code tokens' rows, nothing of the frozen vocabulary.
+    trained = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert "llm.added_tokens.input_rows" in trained and "llm.registers" in trained
+    assert not any("embed_tokens" in name or "lm_head" in name for name in trained)
+
+
+def test_full_sort_run_returns_recbole_metrics(mini_ml100k):
+    values = lcrec_values(mini_ml100k, train_sample_num=32, eval_batch_size=32)
+    result = run_earn(model="EARNLCRec", dataset=mini_ml100k["dataset"], config_dict=values)
+    for metric in ("recall@5", "ndcg@5", "recall@10", "ndcg@10"):
+        assert 0.0 <= result["test_result"][metric] <= 1.0
+    checkpoint = [name for name in os.listdir(values["checkpoint_dir"]) if name.startswith("EARNLCRec-")]
+    assert len(checkpoint) == 1
+    assert os.path.getsize(os.path.join(values["checkpoint_dir"], checkpoint[0])) < 2_000_000
+
+
+def test_earn_with_k_equal_n_matches_lcrec(mini_ml100k):
+    plain, train_data, _, test_data = build(lcrec_config(mini_ml100k, model="LCRec"))
+    earn, _, _, _ = build(lcrec_config(mini_ml100k, earn_k=4, n_prefix_registers=0, n_suffix_registers=0))
+    plain.eval(), earn.eval()
+    batch = first_batch(train_data)
+    plain.task_generator.manual_seed(0), earn.task_generator.manual_seed(0)
+    torch.testing.assert_close(earn.calculate_loss(batch), plain.calculate_loss(batch), rtol=0, atol=1e-6)
+    users = first_batch(test_data)
+    torch.testing.assert_close(earn.full_sort_predict(users), plain.full_sort_predict(users), rtol=0, atol=1e-5)
+
+
+def test_checkpoint_round_trip_reproduces_scores(mini_ml100k, tmp_path):
+    config = lcrec_config(mini_ml100k)
+    model, train_data, _, test_data = build(config)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.01)
+    model.train()
+    for interaction in train_data:
+        optimizer.zero_grad()
+        model.calculate_loss(interaction).backward()
+        optimizer.step()
+    model.eval()
+    users = first_batch(test_data)
+    expected = model.full_sort_predict(users)
+    state = model.state_dict()
+    assert "llm.added_tokens.input_rows" in state and "llm.registers" in state
+    torch.save({"state_dict": state}, tmp_path / "checkpoint.pth")
+
+    config["seed"] = 7  # a different initialisation (the index does not depend on the run seed), then the weights
+    restored, _, _, _ = build(config)
+    restored.load_state_dict(torch.load(tmp_path / "checkpoint.pth")["state_dict"])
+    restored.eval()
+    torch.testing.assert_close(restored.full_sort_predict(users), expected, rtol=0, atol=1e-5)
+
+
+def test_sampled_evaluation(mini_ml100k):
+    values = lcrec_values(mini_ml100k, train_sample_num=16,
+                          eval_args={"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "uni20"})
+    result = run_earn(model="LCRec", dataset=mini_ml100k["dataset"], config_dict=values, saved=False)
+    assert 0.0 <= result["test_result"]["ndcg@10"] <= 1.0
+
+
+def test_topk_larger_than_the_beams_is_refused(mini_ml100k):
+    with pytest.raises(ValueError, match=r"topk \[5, 20\] is larger than num_beams=10.*--num_beams=20"):
+        build(lcrec_config(mini_ml100k, topk=[5, 20]))
+
+
+def test_unknown_task_is_a_clear_error(mini_ml100k):
+    with pytest.raises(ValueError, match=r"task_proportions has unknown tasks \['explain'\]"):
+        build(lcrec_config(mini_ml100k, task_proportions={"seqrec": 1.0, "explain": 1.0}))
