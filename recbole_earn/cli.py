@@ -36,6 +36,12 @@ def build_parser():
         "--group_output", default=None,
         help="group runs: path without extension for the table's .csv and .json (default log/group/<dataset>-<time>)",
     )
+    distributed = parser.add_argument_group("multi-process training (RecBole's: one process per rank)")
+    distributed.add_argument("--nproc", type=int, default=1, help="processes to start on this machine (default 1)")
+    distributed.add_argument("--world_size", type=int, default=-1, help="processes over all machines (default nproc)")
+    distributed.add_argument("--ip", default="localhost", help="address of the rank-0 machine")
+    distributed.add_argument("--port", default="5678", help="free port on the rank-0 machine")
+    distributed.add_argument("--group_offset", type=int, default=0, help="rank of this machine's first process")
     return parser
 
 
@@ -64,13 +70,26 @@ def main(argv=None):
         args, config_files, overrides = parse_args(argv)
     except CommandLineError as error:
         build_parser().error(str(error))
+    multi_process = args.nproc > 1 or args.world_size > 1
+    if multi_process and (args.hyper or "," in args.model):
+        build_parser().error("--nproc / --world_size train one model; run group runs and searches without them")
     if args.hyper:
         return run_search_command(args, config_files, overrides)
     if "," in args.model:
         return run_group_command(args, config_files, overrides)
-    from recbole_earn.quick_start import run_earn  # after argument errors: importing RecBole takes seconds
+    if multi_process:
+        from recbole_earn.distributed import run_earn_distributed
 
-    result = run_earn(model=args.model, dataset=args.dataset, config_file_list=config_files, cmd_args=overrides)
+        result = run_earn_distributed(
+            args.model, args.dataset, args.nproc, config_file_list=config_files, cmd_args=overrides,
+            world_size=args.world_size, ip=args.ip, port=args.port, group_offset=args.group_offset,
+        )
+        if result is None:  # not the machine of rank 0
+            return None
+    else:
+        from recbole_earn.quick_start import run_earn  # after argument errors: importing RecBole takes seconds
+
+        result = run_earn(model=args.model, dataset=args.dataset, config_file_list=config_files, cmd_args=overrides)
     print(f"test result ({result['model']} on {result['dataset']}): {dict(result['test_result'])}")
     return result
 

@@ -42,6 +42,29 @@ def _read_atomic_file(*args, **kwargs):
     return pandas.read_csv(*args, **kwargs)
 
 
+def _distributed_data_parallel(module, device_ids=None, **kwargs):
+    """DDP as RecBole's Trainer builds it, but with no device_ids for a module on the CPU (gloo)."""
+    if next(module.parameters()).device.type == "cpu":
+        device_ids = None
+    return torch.nn.parallel.DistributedDataParallel(module, device_ids=device_ids, **kwargs)
+
+
+class _NoTensorboard:
+    """Stands in for a SummaryWriter on ranks other than 0: every method does nothing."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+def _tensorboard_on_rank_zero(get_tensorboard):
+    def tensorboard(logger):
+        if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+            return _NoTensorboard()
+        return get_tensorboard(logger)
+
+    return tensorboard
+
+
 def apply_recbole_compat():
     """Apply the fixes once; later calls do nothing."""
     global _applied
@@ -57,6 +80,13 @@ def apply_recbole_compat():
     # Why: atomic files are plain tab-separated text, but pandas treats a field that starts with '"' as quoted
     # and then fails ("'\t' expected after '\"'") or swallows text, e.g. a title like `"Weird Al" Yankovic`.
     recbole_dataset.pd = _ModuleWithOverrides(pandas, read_csv=_read_atomic_file)
+
+    # Why: RecBole's Trainer passes device_ids=[rank] to DistributedDataParallel, which a CPU module refuses
+    # (multi-process training on CPUs with gloo).
+    recbole_trainer.DistributedDataParallel = _distributed_data_parallel
+
+    # Why: every rank's Trainer opens its own tensorboard event file; only rank 0 should write files.
+    recbole_trainer.get_tensorboard = _tensorboard_on_rank_zero(recbole_trainer.get_tensorboard)
 
     # Why: recbole/model/sequential_recommender/sine.py runs torch.autograd.set_detect_anomaly(True) at
     # import, which makes every backward about 1.7x slower, LLMs included. Import the zoo now, then undo it.

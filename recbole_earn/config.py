@@ -35,6 +35,15 @@ class Config(RecBoleConfig):
             model = get_model_class(model)
         return super()._get_model_and_dataset(model, dataset)
 
+    def _init_device(self):
+        if "local_rank" not in self.final_config_dict:
+            return super()._init_device()  # a single process
+        # A rank of a multi-process run: RecBole would join with nccl on a GPU only; CPUs need gloo.
+        from recbole_earn.distributed import join_process_group
+
+        self.final_config_dict["gpu_id"] = str(self.final_config_dict["gpu_id"])
+        join_process_group(self.final_config_dict)
+
     def _get_final_config_dict(self):
         final_config_dict = super()._get_final_config_dict()
         if final_config_dict.get("loss_type") == "CE" and "train_neg_sample_args" not in self.external_config_dict:

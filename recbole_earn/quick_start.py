@@ -10,6 +10,7 @@ import sys
 import time
 from logging import getLogger
 
+import torch
 from recbole.data import create_dataset, data_preparation
 from recbole.data.transform import construct_transform
 from recbole.utils import get_environment, get_flops, get_trainer, init_logger, init_seed, set_color
@@ -54,6 +55,12 @@ def train_and_evaluate(config, saved=True, verbose=True):
     logger.info(dataset)
     recommender = build_model(config, train_data, logger)
     trainer = get_trainer_class(config, config.model_class)(config, recommender)
+    distributed = not config["single_spec"]
+    if distributed:
+        # Every rank names the checkpoint by its own clock; they must agree on rank 0's file to reload it.
+        name = [trainer.saved_model_file]
+        torch.distributed.broadcast_object_list(name, src=0)
+        trainer.saved_model_file = name[0]
     show_progress = config["show_progress"] and verbose
 
     start = time.perf_counter()
@@ -63,6 +70,8 @@ def train_and_evaluate(config, saved=True, verbose=True):
     train_time = time.perf_counter() - start
     if hasattr(recommender, "reset_inference_stats"):
         recommender.reset_inference_stats()  # count the test generations only, not validation's
+    if distributed and saved:
+        torch.distributed.barrier()  # rank 0 has finished writing the checkpoint the others reload
     start = time.perf_counter()
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=show_progress)
     test_time = time.perf_counter() - start
@@ -94,6 +103,9 @@ def init_fresh_logger(config):
         if type(handler) in (logging.StreamHandler, logging.FileHandler):
             root.removeHandler(handler)
             handler.close()
+    if config["local_rank"]:  # ranks other than 0 of a multi-process run: errors to the console, no log file
+        logging.basicConfig(level=logging.ERROR, handlers=[logging.StreamHandler()])
+        return
     init_logger(config)
 
 

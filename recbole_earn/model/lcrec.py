@@ -118,8 +118,15 @@ class LCRec(LLMRecommender):
             finally:
                 self.llm.train(was_training)
 
-        return build_item_index(texts, tokens, embed, index_settings(config), index_folder(config),
-                                config["dataset"], str(config["llm_path"]))
+        distributed = torch.distributed.is_initialized()
+        first = not distributed or torch.distributed.get_rank() == 0
+        if not first:
+            torch.distributed.barrier()  # rank 0 builds and saves the index; the other ranks then load that file
+        index = build_item_index(texts, tokens, embed, index_settings(config), index_folder(config),
+                                 config["dataset"], str(config["llm_path"]))
+        if first and distributed:
+            torch.distributed.barrier()
+        return index
 
     def _split_template(self, text):
         head, tail = text.split("{item}")
