@@ -5,6 +5,7 @@ import os
 import socket
 
 import pytest
+import yaml
 
 from recbole_earn.cli import main
 from recbole_earn.distributed import run_earn_distributed
@@ -26,8 +27,10 @@ def files_under(folder):
 def test_two_processes_train_and_evaluate_like_one(mini_ml100k, workdir):
     values = dict(mini_ml100k["config"], llm_path="tiny-llama", epochs=1, train_sample_num=32, train_batch_size=8,
                   eval_batch_size=16)
-    result = run_earn_distributed("EARNBIGRec", mini_ml100k["dataset"], nproc=2, config_dict=values,
-                                  port=free_port())
+    config_file = workdir / "run.yaml"
+    config_file.write_text(yaml.safe_dump(values))
+    result = main(["--model=EARNBIGRec", f"--dataset={mini_ml100k['dataset']}", f"--config_files={config_file}",
+                   "--nproc=2", f"--port={free_port()}"])
     single = run_earn(model="EARNBIGRec", dataset=mini_ml100k["dataset"],
                       config_dict=dict(values, checkpoint_dir=os.path.join(workdir, "single")))
     assert set(result["test_result"]) == set(single["test_result"])
@@ -44,3 +47,8 @@ def test_nproc_with_a_group_is_refused(capsys):
     with pytest.raises(SystemExit):
         main(["--model=SASRec,BIGRec", "--nproc=2"])
     assert "--nproc / --world_size train one model" in capsys.readouterr().err
+
+
+def test_bad_process_counts_are_refused():
+    with pytest.raises(ValueError, match=r"need 1 <= nproc <= world_size, got nproc=4, world_size=2"):
+        run_earn_distributed("BIGRec", "ml-100k", nproc=4, world_size=2)
