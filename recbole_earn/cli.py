@@ -1,6 +1,7 @@
 """The command line: `python run_earn.py --model=EARNBIGRec --dataset=ml-100k [--config_files="a.yaml b.yaml"]
 [--key=value ...]`, modelled on RecBole's run_recbole.py. Every `--key=value` overrides any yaml value.
-`--model=SASRec,EARNBIGRec` runs a group and writes one comparison table (see group_run.py)."""
+`--model=SASRec,EARNBIGRec` runs a group and writes one comparison table (see group_run.py); `--group_output`
+with one model writes its one-row table."""
 
 import argparse
 import sys
@@ -34,7 +35,8 @@ def build_parser():
     )
     parser.add_argument(
         "--group_output", default=None,
-        help="group runs: path without extension for the table's .csv and .json (default log/group/<dataset>-<time>)",
+        help="group runs: path without extension for the table's .csv and .json (default log/group/<dataset>-<time>); "
+        "with one --model, writes that model's one-row table there",
     )
     distributed = parser.add_argument_group("multi-process training (RecBole's: one process per rank)")
     distributed.add_argument("--nproc", type=int, default=1, help="processes to start on this machine (default 1)")
@@ -75,7 +77,7 @@ def main(argv=None):
         build_parser().error("--nproc / --world_size train one model; run group runs and searches without them")
     if args.hyper:
         return run_search_command(args, config_files, overrides)
-    if "," in args.model:
+    if "," in args.model or args.group_output:  # --group_output: a one-model table as well
         return run_group_command(args, config_files, overrides)
     if multi_process:
         from recbole_earn.distributed import run_earn_distributed

@@ -64,3 +64,14 @@ def test_speedup_needs_the_plain_model_and_table_has_every_metric():
     assert rows[0]["earn_speedup"] is None  # no BIGRec in this group
     assert columns(rows)[-2:] == ["recall@10", "mrr@10"]
     assert markdown_table(rows).splitlines()[3].startswith("| SASRec | 1.0000 | 1.0000 | - | - | 0.2000 |")
+
+
+def test_one_model_with_group_output_writes_a_one_row_table(mini_ml100k):
+    stem = str(mini_ml100k["data_path"]) + "/../table/one"
+    argv = ["--model=SASRec", f"--dataset={mini_ml100k['dataset']}", f"--group_output={stem}", "--epochs=1"]
+    argv += [f"--{key}={value}" for key, value in mini_ml100k["config"].items()]
+    rows = main(argv)
+
+    assert [row["model"] for row in rows] == ["SASRec"] and rows[0]["infer_ms_per_user"] > 0
+    with open(stem + ".json", encoding="utf-8") as handle:
+        assert json.load(handle) == json.loads(json.dumps(rows))
