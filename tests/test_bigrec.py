@@ -1,6 +1,5 @@
 """BIGRec and EARNBIGRec as RecBole models, on a tiny random Llama and a small slice of ml-100k."""
 
-import logging
 import os
 
 import pytest
@@ -8,8 +7,9 @@ import torch
 
 from recbole_earn.config import Config
 from recbole_earn.data.prompts import quote_title
-from recbole_earn.quick_start import build_model, prepare_data, run_earn
-from recbole_earn.trainer import few_shot_loader
+from recbole_earn.quick_start import run_earn
+
+from recommender_helpers import assert_checkpoint_restores_scores, build, first_batch, train_one_pass
 
 
 def bigrec_config(mini, model="EARNBIGRec", **overrides):
@@ -25,18 +25,6 @@ def bigrec_config(mini, model="EARNBIGRec", **overrides):
     )
     values.update(overrides)
     return Config(model=model, dataset=mini["dataset"], config_dict=values)
-
-
-def build(config):
-    """(model, few-shot train loader, valid loader, test loader), as the LLM trainer would see them."""
-    _, train_data, valid_data, test_data = prepare_data(config)
-    model = build_model(config, train_data, logging.getLogger())
-    return model, few_shot_loader(train_data, config["train_sample_num"], config["seed"]), valid_data, test_data
-
-
-def first_batch(loader):
-    batch = next(iter(loader))
-    return batch[0] if isinstance(batch, tuple) else batch
 
 
 def test_training_lowers_the_loss(mini_ml100k):
@@ -110,25 +98,11 @@ def test_earn_with_k_equal_n_matches_bigrec(mini_ml100k):
 def test_checkpoint_round_trip_reproduces_scores(mini_ml100k, tmp_path):
     config = bigrec_config(mini_ml100k)
     model, train_data, _, test_data = build(config)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.01)
-    model.train()
-    for interaction in train_data:
-        optimizer.zero_grad()
-        model.calculate_loss(interaction).backward()
-        optimizer.step()
-    model.eval()
-    users = first_batch(test_data)
-    expected = model.full_sort_predict(users)
+    train_one_pass(model, train_data)
     state = model.state_dict()
     assert any("lora_" in name for name in state) and "llm.registers" in state
     assert all(parameter.requires_grad for name, parameter in model.named_parameters() if name in state)
-    torch.save({"state_dict": state}, tmp_path / "checkpoint.pth")
-
-    config["seed"] = 7  # a different initialisation, then the saved weights
-    restored, _, _, _ = build(config)
-    restored.load_state_dict(torch.load(tmp_path / "checkpoint.pth")["state_dict"])
-    restored.eval()
-    torch.testing.assert_close(restored.full_sort_predict(users), expected, rtol=0, atol=1e-5)
+    assert_checkpoint_restores_scores(config, model, first_batch(test_data), tmp_path / "checkpoint.pth")
 
 
 def test_checkpoint_from_other_settings_is_refused(mini_ml100k):

@@ -1,7 +1,6 @@
 """LCRec and EARNLCRec as RecBole models, on a tiny random Llama and a small slice of ml-100k."""
 
 import json
-import logging
 import os
 
 import pytest
@@ -11,8 +10,9 @@ from recbole_earn.config import Config
 from recbole_earn.data.item_text import item_descriptions
 from recbole_earn.indexing.item_index import IndexSettings, build_item_index, codes_from_embeddings
 from recbole_earn.model.lcrec import index_folder, index_settings
-from recbole_earn.quick_start import build_model, prepare_data, run_earn
-from recbole_earn.trainer import few_shot_loader
+from recbole_earn.quick_start import run_earn
+
+from recommender_helpers import assert_checkpoint_restores_scores, build, first_batch, train_one_pass
 
 
 def lcrec_values(mini, **overrides):
@@ -39,17 +39,6 @@ def lcrec_values(mini, **overrides):
 
 def lcrec_config(mini, model="EARNLCRec", **overrides):
     return Config(model=model, dataset=mini["dataset"], config_dict=lcrec_values(mini, **overrides))
-
-
-def build(config):
-    _, train_data, valid_data, test_data = prepare_data(config)
-    model = build_model(config, train_data, logging.getLogger())
-    return model, few_shot_loader(train_data, config["train_sample_num"], config["seed"]), valid_data, test_data
-
-
-def first_batch(loader):
-    batch = next(iter(loader))
-    return batch[0] if isinstance(batch, tuple) else batch
 
 
 def test_every_item_gets_a_unique_id_and_the_index_round_trips(mini_ml100k):
@@ -158,24 +147,11 @@ def test_earn_with_k_equal_n_matches_lcrec(mini_ml100k):
 def test_checkpoint_round_trip_reproduces_scores(mini_ml100k, tmp_path):
     config = lcrec_config(mini_ml100k)
     model, train_data, _, test_data = build(config)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.01)
-    model.train()
-    for interaction in train_data:
-        optimizer.zero_grad()
-        model.calculate_loss(interaction).backward()
-        optimizer.step()
-    model.eval()
-    users = first_batch(test_data)
-    expected = model.full_sort_predict(users)
+    train_one_pass(model, train_data)
     state = model.state_dict()
     assert "llm.added_tokens.input_rows" in state and "llm.registers" in state
-    torch.save({"state_dict": state}, tmp_path / "checkpoint.pth")
-
-    config["seed"] = 7  # a different initialisation (the index does not depend on the run seed), then the weights
-    restored, _, _, _ = build(config)
-    restored.load_state_dict(torch.load(tmp_path / "checkpoint.pth")["state_dict"])
-    restored.eval()
-    torch.testing.assert_close(restored.full_sort_predict(users), expected, rtol=0, atol=1e-5)
+    # the reload builds with another seed: the item index does not depend on the run seed
+    assert_checkpoint_restores_scores(config, model, first_batch(test_data), tmp_path / "checkpoint.pth")
 
 
 def test_sampled_evaluation(mini_ml100k):
