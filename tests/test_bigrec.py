@@ -7,7 +7,8 @@ import torch
 
 from recbole_earn.config import Config
 from recbole_earn.data.prompts import quote_title
-from recbole_earn.quick_start import run_earn
+from recbole_earn.quick_start import prepare_data, run_earn
+from recbole_earn.trainer import few_shot_loader
 
 from recommender_helpers import assert_checkpoint_restores_scores, build, first_batch, train_one_pass
 

@@ -1,6 +1,5 @@
 """Backbone loading, fine-tuning modes, gradients, registers in the state dict, and clear errors on bad input."""
 
-import os
 import time
 
 import pytest
