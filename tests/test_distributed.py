@@ -47,6 +47,9 @@ def test_nproc_with_a_group_is_refused(capsys):
     with pytest.raises(SystemExit):
         main(["--model=SASRec,BIGRec", "--nproc=2"])
     assert "--nproc / --world_size train one model" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--model=SASRec", "--group_output=table", "--nproc=2"])
+    assert "--nproc / --world_size train one model" in capsys.readouterr().err
 
 
 def test_bad_process_counts_are_refused():
