@@ -73,11 +73,14 @@ def main(argv=None):
     except CommandLineError as error:
         build_parser().error(str(error))
     multi_process = args.nproc > 1 or args.world_size > 1
-    if multi_process and (args.hyper or "," in args.model or args.group_output):
-        build_parser().error("--nproc / --world_size train one model; run group runs, --group_output tables and searches without them")
+    writes_a_table = "," in args.model or bool(args.group_output)  # a group, or one model's one-row table
+    if multi_process and (args.hyper or writes_a_table):
+        build_parser().error(
+            "--nproc / --world_size train one model; run group runs, --group_output tables and searches without them"
+        )
     if args.hyper:
         return run_search_command(args, config_files, overrides)
-    if "," in args.model or args.group_output:  # --group_output: a one-model table as well
+    if writes_a_table:
         return run_group_command(args, config_files, overrides)
     if multi_process:
         from recbole_earn.distributed import run_earn_distributed

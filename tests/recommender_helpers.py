@@ -21,13 +21,15 @@ def first_batch(loader):
     return batch[0] if isinstance(batch, tuple) else batch
 
 
-def train_one_pass(model, loader, lr=0.01):
+def train(model, loader, epochs=1, lr=0.01):
+    """AdamW over what trains, `epochs` passes over `loader`; leaves the model in eval mode."""
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     model.train()
-    for interaction in loader:
-        optimizer.zero_grad()
-        model.calculate_loss(interaction).backward()
-        optimizer.step()
+    for _ in range(epochs):
+        for interaction in loader:
+            optimizer.zero_grad()
+            model.calculate_loss(interaction).backward()
+            optimizer.step()
     model.eval()
 
 

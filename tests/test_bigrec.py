@@ -10,7 +10,7 @@ from recbole_earn.data.prompts import quote_title
 from recbole_earn.quick_start import prepare_data, run_earn
 from recbole_earn.trainer import few_shot_loader
 
-from recommender_helpers import assert_checkpoint_restores_scores, build, first_batch, train_one_pass
+from recommender_helpers import assert_checkpoint_restores_scores, build, first_batch, train
 
 
 def bigrec_config(mini, model="EARNBIGRec", **overrides):
@@ -35,14 +35,7 @@ def test_training_lowers_the_loss(mini_ml100k):
     model.eval()
     with torch.no_grad():
         before = model.calculate_loss(batch).item()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.003)
-    model.train()
-    for _ in range(2):  # two epochs of the few-shot sample: 48 examples, batches of 8
-        for interaction in train_data:
-            optimizer.zero_grad()
-            model.calculate_loss(interaction).backward()
-            optimizer.step()
-    model.eval()
+    train(model, train_data, epochs=2, lr=0.003)  # two epochs of the few-shot sample: 48 examples, batches of 8
     with torch.no_grad():
         after = model.calculate_loss(batch).item()
     assert after < before
@@ -99,7 +92,7 @@ def test_earn_with_k_equal_n_matches_bigrec(mini_ml100k):
 def test_checkpoint_round_trip_reproduces_scores(mini_ml100k, tmp_path):
     config = bigrec_config(mini_ml100k)
     model, train_data, _, test_data = build(config)
-    train_one_pass(model, train_data)
+    train(model, train_data)
     state = model.state_dict()
     assert any("lora_" in name for name in state) and "llm.registers" in state
     assert all(parameter.requires_grad for name, parameter in model.named_parameters() if name in state)

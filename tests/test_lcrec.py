@@ -12,7 +12,7 @@ from recbole_earn.indexing.item_index import IndexSettings, build_item_index, co
 from recbole_earn.model.lcrec import index_folder, index_settings
 from recbole_earn.quick_start import run_earn
 
-from recommender_helpers import assert_checkpoint_restores_scores, build, first_batch, train_one_pass
+from recommender_helpers import assert_checkpoint_restores_scores, build, first_batch, train
 
 
 def lcrec_values(mini, **overrides):
@@ -105,14 +105,7 @@ def test_training_lowers_the_loss(mini_ml100k):
     with torch.no_grad():
         model.task_generator.manual_seed(0)
         before = model.calculate_loss(batch).item()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.003)
-    model.train()
-    for _ in range(2):
-        for interaction in train_data:
-            optimizer.zero_grad()
-            model.calculate_loss(interaction).backward()
-            optimizer.step()
-    model.eval()
+    train(model, train_data, epochs=2, lr=0.003)
     with torch.no_grad():
         model.task_generator.manual_seed(0)
         after = model.calculate_loss(batch).item()
@@ -147,7 +140,7 @@ def test_earn_with_k_equal_n_matches_lcrec(mini_ml100k):
 def test_checkpoint_round_trip_reproduces_scores(mini_ml100k, tmp_path):
     config = lcrec_config(mini_ml100k)
     model, train_data, _, test_data = build(config)
-    train_one_pass(model, train_data)
+    train(model, train_data)
     state = model.state_dict()
     assert "llm.added_tokens.input_rows" in state and "llm.registers" in state
     # the reload builds with another seed: the item index does not depend on the run seed
