@@ -8,6 +8,7 @@ import torch
 
 from recbole_earn.benchmark import (
     ROW_KEYS,
+    ceiling_e2e,
     check_bars,
     earn_ks,
     engine_kv_bytes,
@@ -74,6 +75,9 @@ def test_analytic_formulas_on_hand_computed_numbers():
     assert limit_e2e(30, 8, 300, 2, 15, 4) == pytest.approx(10800 / 4244)  # 2.545
     assert limit_e2e(30, 4, 600, 2, 3, 20) == pytest.approx((18000 + 1800) / (2400 + 52 + 1800))
     assert limit_e2e(30, 8, 300, 2, 0, 1) == pytest.approx(limit_prefill(30, 8, 300, 2))
+    # decoding that costs nothing leaves the prefill limit; decoding that costs as much as prefill halves the gain
+    assert ceiling_e2e(400.0, 0.0, 4.0) == pytest.approx(4.0)
+    assert ceiling_e2e(400.0, 400.0, 4.0) == pytest.approx(800 / 500)
     # the engine's exact bytes: layers < k hold L + R (+T), layers >= k hold R (+T); 2 x 3 kv heads x 64 x fp32
     assert engine_kv_bytes(30, 8, 300, 2, 60, 8, 1536) == 8 * 1536 * (8 * 362 + 22 * 62)
     assert engine_kv_bytes(30, 30, 300, 0, 0, 1, 1536) == 1536 * 30 * 300
@@ -152,6 +156,9 @@ def test_earn_rows_kv_bytes_follow_the_formula(tiny, result):
         assert vanilla["kv_bytes"] == row["batch"] * bpe * N * (row["L"] + T)
         assert row["kv_reduction"] == pytest.approx(1 - row["kv_bytes"] / vanilla["kv_bytes"])
         assert row["speedup_e2e"] == pytest.approx(vanilla["e2e_ms"] / row["e2e_ms"])
+        vanilla_decode = vanilla["e2e_ms"] - vanilla["prefill_ms"]
+        assert row["ceiling_e2e"] == pytest.approx(ceiling_e2e(vanilla["prefill_ms"], vanilla_decode,
+                                                               row["limit_prefill"]))
 
 
 def test_generate_rows_exist_with_their_cache(tiny, result):
@@ -170,7 +177,7 @@ def test_table_and_bar_report(result):
     table = format_table(result["rows"])
     assert "generate" in table and "lcrec" in table
     lines = check_bars(result["rows"], 4)
-    assert [line.split(" ")[0] for line in lines] == ["[1]", "[2]", "[3]", "[3]", "[4a]", "[4b]"]
+    assert [line.split(" ")[0] for line in lines] == ["[1]", "[2]", "[2c]", "[3]", "[3]", "[4a]", "[4b]"]
 
 
 def test_cli_writes_json(tmp_path, capsys, one_thread):

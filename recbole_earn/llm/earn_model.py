@@ -23,6 +23,7 @@ from .backbone import base_causal_lm, check_supported
 from .batch import IGNORE_INDEX, EARNBatch, build_batch, causal_mask, padding_mask
 from .cache import EARNCache
 from .config import EARNConfig
+from .small_batch_linear import weight_major_linear
 
 
 @dataclass
@@ -230,18 +231,20 @@ class EARNModel(nn.Module):
     @torch.no_grad()
     def decode_step(self, cache: EARNCache, token_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         """Feed one token per beam through all N layers. token_ids, position_ids: [B * beams].
-        Returns the final hidden states [B * beams, hidden]."""
-        hidden = self.embed_ids(token_ids[:, None])  # [B*nb, 1, hidden]
-        hidden = self._run_layers(self.layers, hidden, None, position_ids[:, None], cache, earn_cache=cache)
-        return self.decoder.norm(hidden)[:, 0]
+        Returns the final hidden states [B * beams, hidden]. A step is bound by reading the weights: its few rows
+        go through them weight-major (see small_batch_linear.py)."""
+        with weight_major_linear():
+            hidden = self.embed_ids(token_ids[:, None])  # [B*nb, 1, hidden]
+            hidden = self._run_layers(self.layers, hidden, None, position_ids[:, None], cache, earn_cache=cache)
+            return self.decoder.norm(hidden)[:, 0]
 
     def logits(self, hidden: torch.Tensor, token_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
         """lm head on hidden [..., hidden]: all vocabulary, or only the rows `token_ids` [u] -> [..., u]."""
         lm_head = self.causal_lm.lm_head
-        if token_ids is None:
-            return self.lm_logits(hidden)
-        if type(lm_head) is not nn.Linear:  # e.g. a LoRA-wrapped head: no plain rows to gather
-            return self.lm_logits(hidden)[..., token_ids]
+        if token_ids is None or type(lm_head) is not nn.Linear:  # a LoRA-wrapped head has no plain rows to gather
+            with weight_major_linear():  # decoding's few rows through the whole head
+                logits = self.lm_logits(hidden)
+            return logits if token_ids is None else logits[..., token_ids]
         if self.added_tokens is not None:
             weight = self.added_tokens.rows(token_ids, lm_head.weight)  # [u, hidden]
             if lm_head.bias is not None:
