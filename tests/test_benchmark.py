@@ -189,3 +189,15 @@ def test_cli_writes_json(tmp_path, capsys, one_thread):
                                                             ("lcrec", "generate")}
     out = capsys.readouterr().out
     assert "Performance bar" in out and "prefill_ms" in out
+
+
+def test_cli_runs_every_method_in_bfloat16(tmp_path, capsys, one_thread):
+    path = tmp_path / "bf16.json"
+    assert main(["efficiency", "--llm_path", "tiny-llama", "--dtype", "bfloat16", "--lengths", "40", "--batches",
+                 "1", "--workloads", "bigrec", "--repeats", "1", "--threads", "1", "--json", str(path)]) == 0
+    rows = json.loads(path.read_text())
+    assert {r["method"] for r in rows} == {"vanilla", "earn", "generate"}
+    vanilla = next(r for r in rows if r["method"] == "vanilla")
+    # 2-byte entries: K+V x 2 kv heads x head_dim 16 x bf16, N = 4 layers, L + 15 steps x 4 beams
+    assert vanilla["kv_bytes"] == 2 * 2 * 16 * 2 * 4 * (40 + 15 * 4)
+    assert "bfloat16" in capsys.readouterr().out

@@ -1,46 +1,78 @@
-"""weight_major_linear computes the same F.linear as PyTorch, for every shape, dtype and bias it may meet."""
+"""WeightMajorLinear computes the same linear layer as nn.Linear, for every shape, dtype and bias it may meet."""
+
+import copy
+import pickle
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from recbole_earn.llm.small_batch_linear import MAX_ROWS, weight_major_linear
+from recbole_earn.llm.small_batch_linear import (
+    MAX_ROWS,
+    WeightMajorLinear,
+    install_weight_major_linear,
+    weight_major_linear,
+)
+
+
+def weight_major(in_features, out_features, bias):
+    return install_weight_major_linear(nn.Linear(in_features, out_features, bias=bias))
 
 
 @pytest.mark.parametrize("shape", [(1, 16), (2, 16), (3, 1, 16), (4, 5, 16), (MAX_ROWS, 16), (MAX_ROWS + 1, 16)])
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_same_product_as_f_linear(shape, with_bias):
+def test_same_output_as_nn_linear(shape, with_bias):
     torch.manual_seed(0)
-    x, weight = torch.randn(*shape), torch.randn(24, 16)
-    bias = torch.randn(24) if with_bias else None
-    expected = F.linear(x, weight, bias)
+    module = weight_major(16, 24, with_bias)
+    assert type(module) is WeightMajorLinear
+    x = torch.randn(*shape)
+    expected = F.linear(x, module.weight, module.bias)
     with weight_major_linear():
-        got = F.linear(x, weight, bias)
-        module = torch.nn.Linear(16, 24, bias=with_bias)
-        module_got = module(x)
+        got = module(x)
     assert got.shape == expected.shape == (*shape[:-1], 24)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(module_got, F.linear(x, module.weight, module.bias), rtol=1e-5, atol=1e-5)
+    assert torch.equal(module(x), expected)  # outside the block: exactly nn.Linear
 
 
-def test_bias_as_keyword_and_other_dtypes_pass_through():
+def test_bfloat16_and_gradients_pass_through():
     torch.manual_seed(0)
-    x, weight, bias = torch.randn(4, 8), torch.randn(6, 8), torch.randn(6)
+    module = weight_major(8, 6, True)
+    x = torch.randn(3, 8, requires_grad=True)
+    half = weight_major(8, 6, True).bfloat16()
     with weight_major_linear():
-        keyword = F.linear(x, weight, bias=bias)
-        bf16 = F.linear(x.bfloat16(), weight.bfloat16())
-    torch.testing.assert_close(keyword, F.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
-    assert bf16.dtype == torch.bfloat16
-    torch.testing.assert_close(bf16, F.linear(x.bfloat16(), weight.bfloat16()))
-
-
-def test_gradients_flow_through_the_weight_major_product():
-    torch.manual_seed(0)
-    x, weight = torch.randn(3, 8, requires_grad=True), torch.randn(5, 8, requires_grad=True)
-    with weight_major_linear():
-        F.linear(x, weight).square().sum().backward()
-    grad_x, grad_w = x.grad.clone(), weight.grad.clone()
-    x.grad, weight.grad = None, None
-    F.linear(x, weight).square().sum().backward()
+        module(x).square().sum().backward()
+        bf16 = half(x.detach().bfloat16())
+    grad_x, grad_w = x.grad.clone(), module.weight.grad.clone()
+    module.zero_grad()
+    x.grad = None
+    F.linear(x, module.weight, module.bias).square().sum().backward()
     torch.testing.assert_close(grad_x, x.grad)
-    torch.testing.assert_close(grad_w, weight.grad)
+    torch.testing.assert_close(grad_w, module.weight.grad)
+    assert bf16.dtype == torch.bfloat16
+    assert torch.equal(bf16, F.linear(x.detach().bfloat16(), half.weight, half.bias))  # bf16: nn.Linear's path
+
+
+class Quantized(nn.Linear):  # stands for a subclass with its own forward (e.g. an 8-bit layer)
+    pass
+
+
+def test_install_keeps_weights_state_dict_and_subclasses():
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), Quantized(4, 2))
+    state = copy.deepcopy(model.state_dict())
+    install_weight_major_linear(model)
+    assert type(model[0]) is WeightMajorLinear and type(model[2]) is Quantized
+    assert all(torch.equal(state[key], value) for key, value in model.state_dict().items())
+    restored = pickle.loads(pickle.dumps(copy.deepcopy(model)))
+    assert type(restored[0]) is WeightMajorLinear
+
+
+def test_the_block_is_reentrant_and_ends_on_error():
+    module = weight_major(16, 8, False)
+    x = torch.randn(4, 16)
+    with pytest.raises(RuntimeError):
+        with weight_major_linear():
+            with weight_major_linear():
+                pass
+            raise RuntimeError("boom")
+    assert torch.equal(module(x), F.linear(x, module.weight))

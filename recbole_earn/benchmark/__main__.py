@@ -22,6 +22,9 @@ def build_parser():
                           "generate() for bigrec only, 1 repeat")
     eff.add_argument("--json", metavar="PATH", help="write the rows as a JSON list")
     eff.add_argument("--llm_path", default="smollm2-135m")
+    eff.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                     help="weights and activations of every method (default float32; bfloat16 is fast on CPUs "
+                          "with AVX512-BF16 or AMX)")
     eff.add_argument("--repeats", type=int, default=None, help="timed runs per method after a warm-up "
                      "(median reported); default 3, 1 with --quick")
     eff.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
@@ -50,10 +53,11 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
     cap = args.generate_max_tokens if args.generate_max_tokens is not None else (2000 if args.quick else 50_000)
-    backbone, tokenizer = load_backbone(args.llm_path)
+    dtype = getattr(torch, args.dtype)
+    backbone, tokenizer = load_backbone(args.llm_path, dtype=dtype)
     plain = None
     if not args.no_generate:
-        plain, _ = load_backbone(args.llm_path)  # a second, unmodified copy for generate()
+        plain, _ = load_backbone(args.llm_path, dtype=dtype)  # a second, unmodified copy for generate()
     N = backbone.config.num_hidden_layers
     if args.quick:
         ks = earn_ks(N, [4])
@@ -62,7 +66,7 @@ def main(argv=None):
         ks = earn_ks(N, args.k_fractions)
         cases = default_cases(args.lengths, args.batches, [w.strip() for w in args.workloads.split(",") if w.strip()])
     print(f"# EARN efficiency benchmark: {args.llm_path} (N={N} layers, {backbone.config.hidden_size} hidden), "
-          f"fp32, torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+          f"{args.dtype}, torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
           f"{platform.machine()}; k in {ks}; repeats {repeats} (median; a warm-up run per method, workload and batch); generate cap {cap or 'none'}")
     print("# workloads: prefill; bigrec = 16 new tokens, 4 beams; lcrec = 4 new tokens, 20 beams, trie of 1682 "
           "4-token codes over 1024 ids. L = BOS + prompt tokens. R = 2 registers.", flush=True)

@@ -224,6 +224,7 @@ def load_backbone(llm_path, dtype=torch.float32):
     llm_path = llm_path.strip()
     if llm_path in TINY_PRESETS:
         model, tokenizer = build_tiny(llm_path)
+        model = model.to(dtype)  # built in fp32 so that every dtype starts from the same weights
     elif llm_path == SMOLLM2_PRESET:
         model, tokenizer = _load_folder(smollm2_folder(), dtype)
     else:

@@ -23,7 +23,7 @@ from .backbone import base_causal_lm, check_supported
 from .batch import IGNORE_INDEX, EARNBatch, build_batch, causal_mask, padding_mask
 from .cache import EARNCache
 from .config import EARNConfig
-from .small_batch_linear import weight_major_linear
+from .small_batch_linear import WeightMajorLinear, install_weight_major_linear, weight_major_linear
 
 
 @dataclass
@@ -83,6 +83,7 @@ class EARNModel(nn.Module):
         self.registers = nn.Parameter(registers.to(embed_weight.dtype))
         self.added_tokens = None  # AddedTokenRows once add_tokens() is called
         install_earn_attention(lm)
+        install_weight_major_linear(lm)  # decoding steps' few rows stream the weights faster (small_batch_linear.py)
         self._cache_kwarg = cache_keyword(lm.model.layers[0])
 
     # -- the backbone's own modules, reached through a peft wrapper if there is one ------------------------------
@@ -241,7 +242,8 @@ class EARNModel(nn.Module):
     def logits(self, hidden: torch.Tensor, token_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
         """lm head on hidden [..., hidden]: all vocabulary, or only the rows `token_ids` [u] -> [..., u]."""
         lm_head = self.causal_lm.lm_head
-        if token_ids is None or type(lm_head) is not nn.Linear:  # a LoRA-wrapped head has no plain rows to gather
+        plain_head = type(lm_head) in (nn.Linear, WeightMajorLinear)  # a LoRA-wrapped head has no rows to gather
+        if token_ids is None or not plain_head:
             with weight_major_linear():  # decoding's few rows through the whole head
                 logits = self.lm_logits(hidden)
             return logits if token_ids is None else logits[..., token_ids]
