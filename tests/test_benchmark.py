@@ -23,6 +23,7 @@ from recbole_earn.benchmark import (
 )
 from recbole_earn.benchmark.__main__ import main
 from recbole_earn.benchmark.efficiency import Case, write_json
+from recbole_earn.benchmark.roofline import bandwidth_ceiling_e2e, decode_step_bytes, stream_bandwidth
 from recbole_earn.benchmark.workloads import (
     BIGREC,
     LCREC,
@@ -178,6 +179,25 @@ def test_table_and_bar_report(result):
     assert "generate" in table and "lcrec" in table
     lines = check_bars(result["rows"], 4)
     assert [line.split(" ")[0] for line in lines] == ["[1]", "[2]", "[2c]", "[3]", "[3]", "[4a]", "[4b]"]
+    # with decoding steps that cost nothing, bar [2] is reachable wherever prefill can reach its limit
+    lines = check_bars(result["rows"], 4, decode_floor_ms={"bigrec": 0.0, "lcrec": 0.0})
+    roofline = next(line for line in lines if line.startswith("[2r]"))
+    assert "2/2 cells" in roofline and "unreachable" not in roofline
+    # with steps far slower than prefill, the decoding both models pay caps the speedup near 1x
+    roofline = next(line for line in check_bars(result["rows"], 4, decode_floor_ms={"bigrec": 1e6, "lcrec": 1e6})
+                    if line.startswith("[2r]"))
+    assert "0/2 cells" in roofline and roofline.count("(unreachable)") == 2
+
+
+def test_roofline_of_a_decoding_step(tiny):
+    backbone = tiny[0]
+    layers = sum(p.numel() for p in backbone.model.layers.parameters()) + backbone.model.norm.weight.numel()
+    head = backbone.lm_head.weight.numel()
+    assert decode_step_bytes(backbone, full_lm_head=False) == 4 * layers
+    assert decode_step_bytes(backbone, full_lm_head=True) == 4 * (layers + head)
+    assert bandwidth_ceiling_e2e(400.0, 10, 0.0, 4.0) == pytest.approx(4.0)
+    assert bandwidth_ceiling_e2e(400.0, 10, 40.0, 4.0) == pytest.approx(800 / 500)
+    assert 1e8 < stream_bandwidth(megabytes=8, repeats=2) < 1e13  # bytes/s of a real read
 
 
 def test_cli_writes_json(tmp_path, capsys, one_thread):
@@ -188,7 +208,7 @@ def test_cli_writes_json(tmp_path, capsys, one_thread):
     assert {(r["workload"], r["method"]) for r in rows} >= {("prefill", "vanilla"), ("lcrec", "earn"),
                                                             ("lcrec", "generate")}
     out = capsys.readouterr().out
-    assert "Performance bar" in out and "prefill_ms" in out
+    assert "Performance bar" in out and "prefill_ms" in out and "[2r]" in out and "memory bandwidth" in out
 
 
 def test_cli_runs_every_method_in_bfloat16(tmp_path, capsys, one_thread):

@@ -48,6 +48,8 @@ def main(argv=None):
     from recbole_earn.llm import load_backbone
 
     from .efficiency import check_bars, default_cases, earn_ks, format_table, quick_cases, run_benchmark, write_json
+    from .roofline import decode_step_bytes, stream_bandwidth
+    from .workloads import BIGREC, LCREC
 
     started = time.perf_counter()
     torch.set_num_threads(args.threads)
@@ -79,8 +81,13 @@ def main(argv=None):
     for line in result["skipped"]:
         print(f"# skipped: {line}")
     print(f"# EARN/vanilla kv_bytes equal the exact per-layer formula x bytes per entry: {result['exact_kv']}")
+    bandwidth = stream_bandwidth()
+    step_bytes = {w.name: decode_step_bytes(backbone, full_lm_head=not w.constrained) for w in (BIGREC, LCREC)}
+    floors = {name: nbytes / bandwidth * 1000 for name, nbytes in step_bytes.items()}
+    print(f"# memory bandwidth (reading a 256 MiB tensor): {bandwidth / 1e9:.1f} GB/s; weights one decoding step "
+          "reads: " + ", ".join(f"{name} {nbytes / 1e6:.0f} MB" for name, nbytes in step_bytes.items()))
     print("# Performance bar (issue 3):")
-    for line in check_bars(rows, N):
+    for line in check_bars(rows, N, decode_floor_ms=floors):
         print(line)
     if args.json:
         write_json(rows, args.json)

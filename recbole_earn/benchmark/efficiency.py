@@ -376,8 +376,15 @@ def _closest_length(rows, target):
     return min(lengths, key=lambda L: abs(L - target)) if lengths else None
 
 
-def check_bars(rows, N) -> List[str]:
-    """The performance bar of issue 3, each line `MET` / `NOT MET` / `n/a` with the numbers behind it."""
+def _vanilla_row(rows, row):
+    return next(v for v in rows if v["method"] == "vanilla" and
+                (v["workload"], v["L"], v["batch"]) == (row["workload"], row["L"], row["batch"]))
+
+
+def check_bars(rows, N, decode_floor_ms: Optional[Dict[str, float]] = None) -> List[str]:
+    """The performance bar of issue 3, each line `MET` / `NOT MET` / `n/a` with the numbers behind it.
+    decode_floor_ms: per decoding workload, the memory-bandwidth floor of one step (roofline.py); with it, [2r]
+    tells in which cells bar [2] is reachable on this machine at all."""
     k8, k4 = round_k(N, 8), round_k(N, 4)
     earn = [r for r in rows if r["method"] == "earn"]
     lines = []
@@ -410,6 +417,21 @@ def check_bars(rows, N) -> List[str]:
                            f"{r[key]:.2f}x = {r['speedup_e2e'] / r[key]:.0%}{'' if ok else ' (fail)'}")
         tag = "[2]" if key == "limit_e2e" else "[2c]"
         lines.append(f"{tag} e2e at k={k4} >= 80% of {name}: {verdict(flags)}; " + "; ".join(details))
+    if decode_floor_ms:
+        from .roofline import bandwidth_ceiling_e2e
+
+        reachable, details = [], []
+        for r in decoding:
+            vanilla = _vanilla_row(rows, r)
+            best = bandwidth_ceiling_e2e(vanilla["prefill_ms"], WORKLOADS[r["workload"]].decode_steps,
+                                         decode_floor_ms[r["workload"]], r["limit_prefill"])
+            reachable.append(best >= 0.8 * r["limit_e2e"])
+            details.append(f"{r['workload']} L={r['L']} b={r['batch']}: at most {best:.2f}x vs 80% of limit "
+                           f"{0.8 * r['limit_e2e']:.2f}x{'' if reachable[-1] else ' (unreachable)'}")
+        floors = ", ".join(f"{w} {ms:.1f} ms" for w, ms in decode_floor_ms.items())
+        lines.append(f"[2r] bar [2] reachable by any implementation here (decoding steps at the bandwidth floor: "
+                     f"{floors}; EARN prefill at its limit): {reachable.count(True)}/{len(reachable)} cells; "
+                     + "; ".join(details))
 
     # 3. against generate(): lcrec >= 10x, bigrec >= 2.5x (EARN at k = N/4; other k for information)
     gens = {(r["workload"], r["L"], r["batch"]): r for r in rows if r["method"] == "generate"}
@@ -421,8 +443,7 @@ def check_bars(rows, N) -> List[str]:
             g = gens.get((workload, r["L"], r["batch"]))
             if g is None:
                 continue
-            van = next(v for v in rows if v["method"] == "vanilla" and v["workload"] == workload
-                       and v["L"] == r["L"] and v["batch"] == r["batch"])
+            van = _vanilla_row(rows, r)
             ratio = g["e2e_ms"] / r["e2e_ms"]
             flags.append(ratio >= bar)
             others = ", ".join(f"k={o['k']} {g['e2e_ms'] / o['e2e_ms']:.1f}x" for o in earn

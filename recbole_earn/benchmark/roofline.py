@@ -1,0 +1,42 @@
+"""The memory-bandwidth floor of a decoding step: no implementation can run one faster than it reads the weights.
+
+At batch 1 a decoding step feeds a handful of rows (one per beam) through every weight matrix, so its cost is
+set by reading the weights (540 MB for SmolLM2-135M in fp32), not by FLOPs. The benchmark measures this machine's
+streaming read bandwidth and prints, per decoding case, the best end-to-end speedup EARN could reach if every
+decoding step ran at that floor for both models and EARN's prefill reached its analytic limit: a bar above that
+cannot be met on this machine by any implementation.
+"""
+
+import time
+
+import torch
+
+
+def stream_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
+    """Bytes per second of reading a large fp32 tensor once (the best of `repeats` sums, all threads)."""
+    data = torch.ones(megabytes * 2 ** 20 // 4)
+    data.sum()  # fault the pages in
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        data.sum()
+        best = min(best, time.perf_counter() - start)
+    return data.numel() * data.element_size() / best
+
+
+def decode_step_bytes(backbone, full_lm_head: bool) -> int:
+    """Bytes of weights one decoding step must read: every decoder layer and the final norm, plus the lm head when
+    it is applied to the whole vocabulary (a trie-constrained step reads only a few of its rows)."""
+    decoder = backbone.get_decoder()
+    total = sum(p.numel() * p.element_size() for p in decoder.layers.parameters())
+    total += sum(p.numel() * p.element_size() for p in decoder.norm.parameters())
+    if full_lm_head:
+        head = backbone.get_output_embeddings().weight
+        total += head.numel() * head.element_size()
+    return total
+
+
+def bandwidth_ceiling_e2e(vanilla_prefill_ms: float, steps: int, floor_step_ms: float, prefill_limit: float) -> float:
+    """Best end-to-end speedup with both models' decoding steps at the floor and EARN's prefill at its limit."""
+    decode = steps * floor_step_ms
+    return (vanilla_prefill_ms + decode) / (vanilla_prefill_ms / prefill_limit + decode)
