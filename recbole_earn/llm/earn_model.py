@@ -221,7 +221,8 @@ class EARNModel(nn.Module):
         layers < k hold the whole padded prompt, layers >= k the R registers."""
         batch = self.make_batch(prompts)
         cache = EARNCache(self.num_layers, self.earn_k)
-        hidden = self.split_forward(batch, cache)  # [B, K, hidden]; last column = last prefix token
+        with weight_major_linear():  # layers >= k see only B x (R + 1) rows: bound by reading the weights
+            hidden = self.split_forward(batch, cache)  # [B, K, hidden]; last column = last prefix token
         prompt_mask = padding_mask(batch.attention_mask, hidden.dtype)  # [B, 1, 1, S] or None
         for i in range(self.earn_k):
             cache.shared_mask[i] = prompt_mask
