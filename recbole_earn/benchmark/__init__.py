@@ -17,6 +17,6 @@ from .efficiency import (
 )
 
 __all__ = [
-    "ROW_KEYS", "ceiling_e2e", "check_bars", "earn_ks", "engine_kv_bytes", "format_table", "kv_bytes_per_entry", "kv_ratio",
-    "limit_e2e", "limit_kv_reduction", "limit_prefill", "round_k", "run_benchmark",
+    "ROW_KEYS", "ceiling_e2e", "check_bars", "earn_ks", "engine_kv_bytes", "format_table", "kv_bytes_per_entry",
+    "kv_ratio", "limit_e2e", "limit_kv_reduction", "limit_prefill", "round_k", "run_benchmark",
 ]

@@ -16,7 +16,7 @@ Analytic limits (token-layer counts; matmul FLOPs scale the same way):
   KV ratio           = [k(L+T) + (N-k)(R+T)] / [N(L+T)],   limit_kv_reduction = 1 - KV ratio
   limit_e2e          = (N*L + steps*beams*N) / (k*L + (N-k)*R + steps*beams*N)
 limit_e2e prices a decoded token-layer like a prefill one. On a CPU a decoding step is bound by reading the weights
-(at batch 1 it costs ~10x a prefill token per token), so the benchmark also reports, from measured times,
+(at batch 1, 7-9x a prefill token per beam), so the benchmark also reports, from measured times,
   ceiling_e2e        = (P + D) / (P / limit_prefill + D)
 with P and D the vanilla decoder's prefill and decoding milliseconds: the best end-to-end speedup of any EARN
 implementation whose prefill reaches the analytic limit and whose decoding costs what the vanilla model's does.
