@@ -11,6 +11,7 @@ from torch import nn
 from recbole_earn.llm.small_batch_linear import (
     MAX_ROWS,
     WeightMajorLinear,
+    _active,
     install_weight_major_linear,
     weight_major_linear,
 )
@@ -76,3 +77,24 @@ def test_the_block_is_reentrant_and_ends_on_error():
                 pass
             raise RuntimeError("boom")
     assert torch.equal(module(x), F.linear(x, module.weight))
+
+
+def test_the_engine_decodes_through_weight_major_modules():
+    from llm_helpers import earn_model, random_prompts
+
+    from recbole_earn.llm import beam_search
+
+    model = earn_model("tiny-qwen2", earn_k=2)  # Qwen2: q/k/v projections with a bias
+    linears = [m for m in model.backbone.modules() if isinstance(m, nn.Linear)]
+    assert linears and all(type(m) is WeightMajorLinear for m in linears)
+    prompts = random_prompts(2, seed=3)
+    calls = []  # (rows, inside a weight_major_linear() block) of every projection call
+    hook = nn.modules.module.register_module_forward_hook(
+        lambda module, args, out: calls.append((args[0].numel() // args[0].shape[-1], bool(getattr(_active, "depth", 0))))
+        if type(module) is WeightMajorLinear else None)
+    try:
+        beam_search(model, prompts, num_beams=3, max_new_tokens=3, stop_at_eos=False)
+    finally:
+        hook.remove()
+    assert (2 * 3, True) in calls  # a decoding step: 2 prompts x 3 beams rows, weight-major
+    assert getattr(_active, "depth", 0) == 0  # and nothing stays switched on after decoding
