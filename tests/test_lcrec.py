@@ -147,6 +147,18 @@ def test_checkpoint_round_trip_reproduces_scores(mini_ml100k, tmp_path):
     assert_checkpoint_restores_scores(config, model, first_batch(test_data), tmp_path / "checkpoint.pth")
 
 
+def test_predict_scores_each_users_candidates_like_one_sequence_each(mini_ml100k):
+    model, _, _, test_data = build(lcrec_config(mini_ml100k))
+    users = first_batch(test_data)
+    # sampled evaluation's layout: several rows (candidate items) per user, users with different counts
+    rows = torch.tensor([0, 0, 0, 1, 1, 0])
+    interaction = users[rows]
+    interaction[model.ITEM_ID] = torch.tensor([3, 7, 11, 5, 2, 9])
+    expected = model.llm.response_log_probs(model.prompts(interaction),
+                                            [model.code_ids[i] for i in interaction[model.ITEM_ID].tolist()])
+    torch.testing.assert_close(model.predict(interaction), expected, rtol=1e-4, atol=1e-4)
+
+
 def test_sampled_evaluation(mini_ml100k):
     values = lcrec_values(mini_ml100k, train_sample_num=16,
                           eval_args={"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "uni20"})

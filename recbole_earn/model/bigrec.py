@@ -98,14 +98,6 @@ class BIGRec(LLMRecommender):
         scores = self.full_sort_predict(interaction[first_row])  # [U, n_items]
         return scores[row_user, interaction[self.ITEM_ID]]  # [B]
 
-    @staticmethod
-    def distinct_rows(user_ids):
-        """(the first row of each distinct user, each row's index into those distinct users)."""
-        users, row_user = torch.unique(user_ids, return_inverse=True)
-        first_row = torch.full((len(users),), len(user_ids), dtype=torch.long, device=user_ids.device)
-        first_row.scatter_reduce_(0, row_user, torch.arange(len(user_ids), device=user_ids.device), reduce="amin")
-        return first_row, row_user
-
 
 class EARNBIGRec(BIGRec):
     use_earn = True

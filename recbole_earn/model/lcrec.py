@@ -29,6 +29,7 @@ from recbole_earn.data.prompts import (
 from recbole_earn.indexing.item_index import IndexSettings, build_item_index
 from recbole_earn.llm.backbone import cache_root
 from recbole_earn.llm.decoding import constrained_beam_search
+from recbole_earn.llm.scoring import candidate_log_probs
 from recbole_earn.llm.trie import TokenTrie
 from recbole_earn.model.llm_recommender import LLMRecommender
 
@@ -174,9 +175,21 @@ class LCRec(LLMRecommender):
 
     @torch.no_grad()
     def predict(self, interaction):
-        """[B] log-probability of each row's item code after its user's prompt (sampled evaluation)."""
-        responses = [self.code_ids[item] for item in interaction[self.ITEM_ID].tolist()]
-        return self.llm.response_log_probs(self.prompts(interaction), responses)
+        """[B] log-probability of each row's item code after its user's prompt (sampled evaluation): one prefill
+        per distinct user, whose candidate items are then scored together like beams sharing its cache."""
+        first_row, row_user = self.distinct_rows(interaction[self.USER_ID])
+        prompts = self.prompts(interaction[first_row])
+        items = interaction[self.ITEM_ID].tolist()
+        rows_of_user = [[] for _ in prompts]
+        column = []  # each row's place among its user's candidates
+        for row, user in enumerate(row_user.tolist()):
+            column.append(len(rows_of_user[user]))
+            rows_of_user[user].append(row)
+        width = max(len(rows) for rows in rows_of_user)  # users with fewer rows repeat their first candidate
+        candidates = [[self.code_ids[items[r]] for r in rows + rows[:1] * (width - len(rows))]
+                      for rows in rows_of_user]
+        scores = candidate_log_probs(self.llm, prompts, candidates)  # [U, width]
+        return scores[row_user, torch.tensor(column, device=scores.device)]
 
 
 class EARNLCRec(LCRec):

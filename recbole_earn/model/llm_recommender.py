@@ -61,6 +61,15 @@ class LLMRecommender(SequentialRecommender):
         self.llm = EARNModel(backbone, earn_config_from(config, num_layers, self.use_earn), tokenizer=self.tokenizer)
         self.reset_inference_stats()
 
+    @staticmethod
+    def distinct_rows(user_ids):
+        """(the first row of each distinct user, each row's index into those distinct users), for sampled
+        evaluation, where a batch holds several rows (candidate items) per user."""
+        users, row_user = torch.unique(user_ids, return_inverse=True)
+        first_row = torch.full((len(users),), len(user_ids), dtype=torch.long, device=user_ids.device)
+        first_row.scatter_reduce_(0, row_user, torch.arange(len(user_ids), device=user_ids.device), reduce="amin")
+        return first_row, row_user
+
     def histories(self, interaction):
         """Each row's history as a list of internal item ids, oldest first (RecBole pads on the right)."""
         item_seq = interaction[self.ITEM_SEQ].tolist()  # [B, max_seq_length]
