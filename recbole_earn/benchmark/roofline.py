@@ -34,9 +34,3 @@ def decode_step_bytes(backbone, full_lm_head: bool) -> int:
         head = backbone.get_output_embeddings().weight
         total += head.numel() * head.element_size()
     return total
-
-
-def bandwidth_ceiling_e2e(vanilla_prefill_ms: float, steps: int, floor_step_ms: float, prefill_limit: float) -> float:
-    """Best end-to-end speedup with both models' decoding steps at the floor and EARN's prefill at its limit."""
-    decode = steps * floor_step_ms
-    return (vanilla_prefill_ms + decode) / (vanilla_prefill_ms / prefill_limit + decode)

@@ -43,9 +43,9 @@ def candidate_log_probs(model, prompts: Sequence[Sequence[int]], candidates: Seq
         # position 0: every candidate of a prompt starts from the prompt's last hidden state
         log_probs = torch.log_softmax(model.logits(prefill.last_hidden).float(), dim=-1)  # [P, vocab]
         total = log_probs.gather(1, tokens[:, :, 0])  # [P, C]
+        first_position = prefill.prefix_lengths.to(device)[:, None].expand(-1, num_candidates).reshape(-1)  # [P*C]
         for t in range(1, longest):
-            positions = (prefill.prefix_lengths.to(device)[:, None] + t - 1).expand(-1, num_candidates)  # [P, C]
-            hidden = model.decode_step(cache, tokens[:, :, t - 1].reshape(-1), positions.reshape(-1))  # [P*C, h]
+            hidden = model.decode_step(cache, tokens[:, :, t - 1].reshape(-1), first_position + t - 1)  # [P*C, h]
             log_probs = torch.log_softmax(model.logits(hidden).float(), dim=-1)  # [P*C, vocab]
             step = log_probs.gather(1, tokens[:, :, t].reshape(-1, 1)).view(num_prompts, num_candidates)
             total = total + step * (t < lengths)  # tokens past a candidate's end are padding
