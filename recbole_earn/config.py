@@ -3,7 +3,8 @@
 Precedence, lowest first: RecBole's own defaults (overall, model, dataset, quick-start yaml), then ours
 (`properties/overall.yaml`, `properties/model/<Model>.yaml` for the model class and its base classes, base
 first, then `properties/dataset/<dataset>.yaml`), then the
-user's `config_file_list`, then `config_dict`, then command-line `--key=value` values (user wins).
+user's `config_file_list`, then `config_dict`, then command-line `--key=value` values (user wins). A user's
+`eval_args` replaces ours key by key, so every model keeps one evaluation protocol.
 """
 
 from recbole.config import Config as RecBoleConfig
@@ -50,6 +51,11 @@ class Config(RecBoleConfig):
             # RecBole's overall.yaml samples one negative per positive, which its own check then refuses for
             # CE-loss models (SASRec, GRU4Rec, ...); the full-softmax loss needs no negatives.
             final_config_dict["train_neg_sample_args"] = None
+        user_eval_args = self.external_config_dict.get("eval_args")
+        if isinstance(user_eval_args, dict) and isinstance(self.internal_config_dict.get("eval_args"), dict):
+            # A partial eval_args (e.g. only mode) keeps our leave-one-out split and time order for the keys it
+            # leaves out; RecBole would fill them with its random 8:1:1 split.
+            final_config_dict["eval_args"] = {**self.internal_config_dict["eval_args"], **user_eval_args}
         return final_config_dict
 
     def _load_internal_config_dict(self, model, model_class, dataset):

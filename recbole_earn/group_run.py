@@ -2,7 +2,8 @@
 
 `python run_earn.py --model=SASRec,GRU4Rec,BIGRec,EARNBIGRec --dataset=ml-100k` runs each model through
 `run_earn` with the same configuration layers (only the model's own yaml differs) and writes the table as
-markdown on stdout and as CSV and JSON files.
+markdown on stdout and as CSV and JSON files. Every row names its evaluation protocol (split, order, grouping,
+mode, whether past items were left out); the markdown prints it once above the table when the rows share it.
 """
 
 import csv
@@ -35,7 +36,24 @@ def result_row(result):
         "earn_speedup": None,
     }
     row.update(result["test_result"])
+    row["protocol"] = describe_protocol(result["eval_args"], result["past_items_excluded"])
     return row
+
+
+def describe_protocol(eval_args, past_items_excluded):
+    """RecBole's eval_args in one line: 'split LS valid_and_test, order TO, group_by user, mode full, past items
+    excluded'."""
+    split = "; ".join(f"{kind} {_split_value(value)}" for kind, value in eval_args["split"].items())
+    modes = eval_args["mode"]
+    mode = modes["test"] if modes["valid"] == modes["test"] else f"valid {modes['valid']} / test {modes['test']}"
+    text = f"split {split}, order {eval_args['order']}, group_by {eval_args['group_by']}, mode {mode}"
+    if past_items_excluded is not None:
+        text += ", past items excluded" if past_items_excluded else ", past items ranked"
+    return text
+
+
+def _split_value(value):
+    return ":".join(str(part) for part in value) if isinstance(value, (list, tuple)) else str(value)
 
 
 def add_earn_speedups(rows):
@@ -65,8 +83,14 @@ def _cell(value):
 
 
 def markdown_table(rows):
+    """The rows as markdown; a protocol the rows share is printed once above the table instead of per row."""
     header = columns(rows)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = []
+    protocols = {row.get("protocol") for row in rows}
+    if len(protocols) == 1 and None not in protocols:
+        header.remove("protocol")
+        lines.append(f"protocol: {protocols.pop()}\n")
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_cell(row.get(name)) for name in header) + " |" for row in rows]
     return "\n".join(lines)
 

@@ -2,7 +2,8 @@
 
 The differences from `recbole.quick_start.run_recbole`: our Config (our default yaml, our models, no argv
 parsing), a clear error for a missing dataset instead of RecBole's download attempt, no FLOPs profiling of
-LLMs, and the result also carries training and test wall-clock times.
+LLMs, full ranking that leaves out each user's past items for sequential models as RecBole does for general
+ones (`exclude_history_items`), and the result also carries training and test wall-clock times.
 """
 
 import logging
@@ -17,6 +18,7 @@ from recbole.utils import get_environment, get_flops, get_trainer, init_logger, 
 
 from recbole_earn.config import Config
 from recbole_earn.data.atomic_files import require_dataset_files
+from recbole_earn.data.past_items import excludes_past_items, with_past_items
 from recbole_earn.model_lookup import is_earn_model
 
 
@@ -29,10 +31,12 @@ def get_trainer_class(config, model_class):
 
 
 def prepare_data(config):
-    """RecBole dataset and its train/valid/test loaders, after checking the files are there."""
+    """RecBole dataset and its train/valid/test loaders, after checking the files are there. Full-ranking
+    loaders know each user's past items, for sequential models too (see recbole_earn.data.past_items)."""
     require_dataset_files(config, need_item_file=getattr(config.model_class, "needs_item_text", False))
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
+    valid_data, test_data = with_past_items(config, train_data, valid_data, test_data)
     return dataset, train_data, valid_data, test_data
 
 
@@ -88,6 +92,8 @@ def train_and_evaluate(config, saved=True, verbose=True):
         "train_time_s": train_time,
         "test_time_s": test_time,
         "test_users": test_data.sample_size,
+        "eval_args": config["eval_args"],
+        "past_items_excluded": excludes_past_items(config),  # None when the test ranks sampled candidates
         # LLM recommenders: mean KV-cache bytes per test user at the end of its generation (None otherwise)
         "kv_bytes_per_user": recommender.kv_bytes_per_user() if hasattr(recommender, "kv_bytes_per_user") else None,
     }
@@ -122,7 +128,8 @@ def run_earn(model=None, dataset=None, config_file_list=None, config_dict=None, 
 
     Returns:
         dict: best_valid_score, valid_score_bigger, best_valid_result, test_result (as RecBole's run_recbole),
-        plus model, dataset, train_time_s, test_time_s, test_users and kv_bytes_per_user (LLM models).
+        plus model, dataset, train_time_s, test_time_s, test_users, kv_bytes_per_user (LLM models), eval_args
+        and past_items_excluded (whether the test's full ranking left out each user's past items).
     """
     config = Config(
         model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict, cmd_args=cmd_args

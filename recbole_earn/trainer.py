@@ -1,41 +1,158 @@
-"""The Trainer for LLM recommenders: RecBole's own, plus few-shot training and an optimizer over what trains.
+"""The Trainer for LLM recommenders: RecBole's own, plus a sample of the training split per epoch, an optimizer
+over what trains, a learning-rate schedule, a wall-clock budget and a progress log.
 
 Everything else (epochs, early stopping on the validation metric, RecBole's evaluators, progress bars,
 checkpoints) is RecBole's. Checkpoints stay small because the LLM recommenders' `state_dict()` holds only
 their trainable tensors (see `recbole_earn.model.llm_recommender`).
 """
 
+import math
+
 import numpy as np
+import torch
 from recbole.data.dataloader import TrainDataLoader
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 
+from recbole_earn.training_progress import TrainingProgress, lr_factor
 
-def few_shot_loader(train_data, sample_num, seed):
-    """A training loader over `sample_num` examples drawn once (seeded) from `train_data`'s examples, as
-    BIGRec fine-tunes on a fixed few-shot sample. sample_num <= 0 or >= the number of examples keeps all."""
+LOG_INTERVAL_S = 60.0  # seconds of training between two progress lines
+
+
+class TrainingBudgetSpent(Exception):
+    """Raised at the start of an epoch once `train_time_budget_s` seconds of training have been spent."""
+
+
+def few_shot_loader(train_data, sample_num, seed, epoch=None):
+    """A training loader over `sample_num` examples of `train_data`, drawn from one seeded shuffle of its
+    examples. epoch=None: the first `sample_num` (BIGRec's fixed few-shot sample, the same every epoch); epoch
+    e: the e-th run of `sample_num` examples of that shuffle, wrapping around, so consecutive epochs see the
+    whole split before any example repeats. sample_num <= 0 or >= the number of examples keeps all."""
     dataset = train_data._dataset
-    if sample_num <= 0 or sample_num >= len(dataset):
+    total = len(dataset)
+    if sample_num <= 0 or sample_num >= total:
         return train_data
-    chosen = np.sort(np.random.default_rng(seed).choice(len(dataset), size=sample_num, replace=False))
+    order = np.random.default_rng(seed).permutation(total)
+    start = 0 if epoch is None else (epoch * sample_num) % total
+    chosen = np.sort(np.take(order, np.arange(start, start + sample_num), mode="wrap"))
     subset = dataset.copy(dataset.inter_feat[chosen])
     return TrainDataLoader(train_data.config, subset, train_data._sampler, shuffle=train_data.shuffle)
 
 
+class BudgetedBatches:
+    """`loader`'s batches until the training budget is spent (all ranks stop together in multi-process runs);
+    otherwise it is `loader` (length, shuffle flag, sampler)."""
+
+    def __init__(self, loader, progress, distributed):
+        self.loader = loader
+        self.progress = progress
+        self.distributed = distributed
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+    def _spent(self):
+        spent = torch.tensor(int(self.progress.budget_spent))
+        if self.distributed:
+            torch.distributed.all_reduce(spent, op=torch.distributed.ReduceOp.MAX)
+        return bool(spent)
+
+    def __iter__(self):
+        for batch in self.loader:
+            if self._spent():
+                return
+            yield batch
+
+
 class LLMTrainer(Trainer):
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.sample_num = config["train_sample_num"] or 0
+        self.resample_each_epoch = bool(config["resample_each_epoch"])
+        self.schedule = dict(schedule=config["lr_scheduler"] or "constant", warmup_ratio=config["warmup_ratio"] or 0.0,
+                             min_lr_ratio=config["min_lr_ratio"] or 0.0)
+        lr_factor(0.0, **self.schedule)  # a bad schedule is refused before training starts
+        self.progress = None
+        self._batch_examples, self._last_loss = 0, math.nan
+        self.training_curve = []  # one entry per validation: training seconds, examples, valid result
+        self.optimizer.register_step_pre_hook(self._set_learning_rate)
+        self.optimizer.register_step_post_hook(self._count_step)
+
     def _build_optimizer(self, **kwargs):
         # Only what trains (LoRA weights, registers, new token rows): no optimizer state for frozen weights.
         kwargs.setdefault("params", [p for p in self.model.parameters() if p.requires_grad])
         return super()._build_optimizer(**kwargs)
 
+    # -- the training examples of each epoch ----------------------------------------------------------------------
+    def _epoch_loader(self, train_data, epoch_idx):
+        return few_shot_loader(train_data, self.sample_num, self.config["seed"],
+                               epoch=epoch_idx if self.resample_each_epoch else None)
+
+    def _start_progress(self, train_data):
+        first = self._epoch_loader(train_data, self.start_epoch)
+        steps = len(first) * max(self.epochs - self.start_epoch, 1)
+        self.progress = TrainingProgress(steps, self.config["train_batch_size"], self.config["train_time_budget_s"])
+        self._last_log_s = 0.0
+        if first is not train_data:
+            self.logger.info(set_color("training sample", "blue") + f": {len(first._dataset)} of "
+                             f"{len(train_data._dataset)} training examples per epoch"
+                             + (", a new sample each epoch" if self.resample_each_epoch else ", the same each epoch"))
+        budget = self.config["train_time_budget_s"]
+        self.logger.info(set_color("training plan", "blue") + f": {steps} steps over {self.epochs} epochs, lr "
+                         f"{self.learning_rate:g} ({self.schedule['schedule']}, warm-up {self.schedule['warmup_ratio']:g})"
+                         + (f", at most {budget:g} s of training" if budget else ""))
+
+    # -- per step: learning rate, timing, log ---------------------------------------------------------------------
+    def _set_learning_rate(self, optimizer, *args):
+        if self.progress is None:  # a step outside fit(): the base learning rate
+            return
+        factor = lr_factor(self.progress.fraction, **self.schedule)
+        for group in optimizer.param_groups:
+            group["lr"] = self.learning_rate * factor
+
+    def _tracked_loss(self, interaction):
+        self.progress.start_step()
+        loss = self.model.calculate_loss(interaction)
+        self._batch_examples = len(interaction)
+        self._last_loss = float(loss.detach())
+        return loss
+
+    def _count_step(self, optimizer, *args):
+        if self.progress is None:
+            return
+        self.progress.end_step(self._batch_examples)
+        if self.progress.seconds - self._last_log_s >= LOG_INTERVAL_S:
+            self._last_log_s = self.progress.seconds
+            self.logger.info(self.progress.describe(self._last_loss, optimizer.param_groups[0]["lr"]))
+
+    # -- RecBole's loop, with the budget ----------------------------------------------------------------------------
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        if self.progress.budget_spent:
+            raise TrainingBudgetSpent
+        batches = BudgetedBatches(self._epoch_loader(train_data, epoch_idx), self.progress,
+                                  distributed=not self.config["single_spec"])
+        loss = super()._train_epoch(batches, epoch_idx, loss_func=loss_func or self._tracked_loss,
+                                    show_progress=show_progress)
+        self.logger.info(self.progress.describe(self._last_loss, self.optimizer.param_groups[0]["lr"]))
+        return loss if loss is not None else math.nan
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        valid_score, valid_result = super()._valid_epoch(valid_data, show_progress=show_progress)
+        self.training_curve.append({"train_seconds": self.progress.seconds, "examples": self.progress.examples,
+                                    "steps": self.progress.steps, "valid_score": valid_score,
+                                    "valid_result": dict(valid_result)})
+        return valid_score, valid_result
+
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
-        sample_num = self.config["train_sample_num"] or 0
-        few_shot = few_shot_loader(train_data, sample_num, self.config["seed"])
-        if few_shot is not train_data and verbose:
-            self.logger.info(
-                set_color("few-shot training", "blue")
-                + f": {len(few_shot._dataset)} of {len(train_data._dataset)} training examples"
-            )
-        return super().fit(
-            few_shot, valid_data, verbose=verbose, saved=saved, show_progress=show_progress, callback_fn=callback_fn
-        )
+        self._start_progress(train_data)
+        try:
+            return super().fit(train_data, valid_data, verbose=verbose, saved=saved, show_progress=show_progress,
+                               callback_fn=callback_fn)
+        except TrainingBudgetSpent:
+            self.logger.info(set_color("training budget spent", "blue") + f": {self.progress.seconds:.0f} s, "
+                             f"{self.progress.examples} examples")
+            self._add_hparam_to_tensorboard(self.best_valid_score)
+            return self.best_valid_score, self.best_valid_result

@@ -4,9 +4,11 @@ import os
 
 import pytest
 import torch
+from recbole.model.sequential_recommender import SASRec
 
 from recbole_earn.config import Config
 from recbole_earn.data.prompts import quote_title
+from recbole_earn.model.score_blend import ScoreBlend, blend_scores
 from recbole_earn.quick_start import prepare_data, run_earn
 from recbole_earn.trainer import few_shot_loader
 
@@ -139,3 +141,145 @@ def test_few_shot_sample_is_fixed_and_sized(mini_ml100k):
     items = lambda loader: loader._dataset.inter_feat[config["ITEM_ID_FIELD"]].tolist()  # noqa: E731
     assert items(first) == items(again) != items(other)
     assert few_shot_loader(train_data, 0, seed=3) is train_data
+
+
+# -- grounding options: popularity and a conventional model's scores ---------------------------------------------
+def test_popularity_gamma_moves_popular_items_up(mini_ml100k):
+    config = bigrec_config(mini_ml100k, model="BIGRec", popularity_gamma=1.0)
+    model, _, _, test_data = build(config)
+    model.eval()
+    _, train_data, _, _ = prepare_data(config)
+    counts = torch.bincount(train_data._dataset.inter_feat["item_id"], minlength=model.n_items).float()
+    torch.testing.assert_close(model.popularity, counts / counts.max())  # training split, top item = 1
+
+    texts = model.generate_titles(first_batch(test_data))
+    adjusted = model.ground(texts)[:, 1:]  # [B, n_items - 1]
+    model.gamma = 0.0
+    plain = model.ground(texts)[:, 1:]
+    popularity = model.popularity[1:]
+    torch.testing.assert_close(adjusted, plain / (1.0 + popularity))  # distance / (1 + popularity)^1
+    top = popularity.argmax()
+    rank = lambda scores: (scores > scores[:, top : top + 1]).sum(dim=1)  # noqa: E731  items above the top one
+    assert (rank(adjusted) <= rank(plain)).all() and rank(adjusted).sum() < rank(plain).sum()
+    top10_popularity = lambda scores: popularity[scores.topk(10).indices].mean()  # noqa: E731
+    assert top10_popularity(adjusted) > top10_popularity(plain)
+
+
+@pytest.fixture
+def sasrec_checkpoint(mini_ml100k):
+    """A one-epoch tiny SASRec trained on the test dataset by run_earn, as `run_earn.py --model=SASRec` would."""
+    values = dict(mini_ml100k["config"], epochs=1, eval_step=0, hidden_size=16, inner_size=32, n_layers=1, n_heads=1)
+    run_earn(model="SASRec", dataset=mini_ml100k["dataset"], config_dict=dict(values, train_batch_size=512))
+    folder = values["checkpoint_dir"]
+    (name,) = [name for name in os.listdir(folder) if name.startswith("SASRec-")]
+    return os.path.join(folder, name)
+
+
+def saved_sasrec_scores(path, config, users):
+    """[B, n_items]: the saved SASRec's own full-sort scores, rebuilt independently of BIGRec."""
+    checkpoint = torch.load(path, weights_only=False)
+    _, train_data, _, _ = prepare_data(config)
+    sasrec = SASRec(checkpoint["config"], train_data._dataset)
+    sasrec.load_state_dict(checkpoint["state_dict"])
+    with torch.no_grad():
+        return sasrec.eval().full_sort_predict(users)
+
+
+def test_blend_weight_zero_is_the_llm_alone(mini_ml100k, sasrec_checkpoint):
+    plain, _, _, test_data = build(bigrec_config(mini_ml100k, model="BIGRec"))
+    blended, _, _, _ = build(
+        bigrec_config(mini_ml100k, model="BIGRec", blend_model_checkpoint=sasrec_checkpoint, blend_weight=0.0)
+    )
+    plain.eval(), blended.eval()
+    users = first_batch(test_data)
+    torch.testing.assert_close(blended.full_sort_predict(users), plain.full_sort_predict(users), rtol=0, atol=0)
+    assert blended.ranking_label() == plain.ranking_label() == "LLM"
+
+
+def test_blend_weight_one_ranks_as_the_conventional_model(mini_ml100k, sasrec_checkpoint):
+    config = bigrec_config(mini_ml100k, model="BIGRec", blend_model_checkpoint=sasrec_checkpoint, blend_weight=1.0)
+    model, _, _, test_data = build(config)
+    model.eval()
+    users = first_batch(test_data)
+    scores = model.full_sort_predict(users)  # [B, n_items]
+    reference = saved_sasrec_scores(sasrec_checkpoint, config, users)[:, 1:]  # [B, n_items - 1]
+    assert scores[:, 0].eq(float("-inf")).all()
+    order = reference.argsort(dim=1)
+    ours, theirs = scores[:, 1:].gather(1, order), reference.gather(1, order)  # both ascending by SASRec
+    assert (ours.diff(dim=1) >= 0).all() and (ours.diff(dim=1) > 0).eq(theirs.diff(dim=1) > 0).all()
+    assert model.ranking_label() == "0 x LLM + 1 x SASRec"
+
+    model.blend.weight = 0.3
+    llm = model.llm_scores(users)
+    torch.testing.assert_close(model.full_sort_predict(users), blend_scores(llm, reference_padded(reference), 0.3))
+    assert model.ranking_label() == "0.7 x LLM + 0.3 x SASRec"
+
+
+def reference_padded(scores):
+    """[B, n_items - 1] -> [B, n_items] with the padding id 0 in front."""
+    return torch.cat([torch.full_like(scores[:, :1], float("-inf")), scores], dim=1)
+
+
+def test_blend_is_scale_free_and_leaves_padding_out():
+    torch.manual_seed(0)
+    llm = reference_padded(-torch.rand(3, 20) * 40.0)  # [3, 21]: negative distances
+    other = reference_padded(torch.randn(3, 20))  # [3, 21]: logits
+    blended = blend_scores(llm, other, 0.4)
+    torch.testing.assert_close(blend_scores(llm * 0.01 - 3.0, other * 1000.0 + 5.0, 0.4), blended)
+    assert blended[:, 0].eq(float("-inf")).all() and blended[:, 1:].min() >= 0 and blended[:, 1:].max() <= 1
+    assert torch.equal(blend_scores(llm, other, 0.0)[:, 1:].argsort(), llm[:, 1:].argsort())
+
+
+def test_checkpoint_of_a_blended_bigrec_holds_no_blend_tensors(mini_ml100k, sasrec_checkpoint, tmp_path):
+    config = bigrec_config(mini_ml100k, model="BIGRec", blend_model_checkpoint=sasrec_checkpoint, blend_weight=0.5)
+    model, train_data, _, test_data = build(config)
+    sasrec_names = set(model.blend.model.state_dict())
+    assert not any(parameter.requires_grad for parameter in model.blend.model.parameters())
+    train(model, train_data)
+    assert not model.blend.model.training  # model.train() leaves it in eval mode
+    state = model.state_dict()
+    assert set(state) == model.trainable_names()
+    assert not any(name.endswith(sasrec) or name.startswith("blend") for name in state for sasrec in sasrec_names)
+    assert_checkpoint_restores_scores(config, model, first_batch(test_data), tmp_path / "checkpoint.pth")
+
+
+def test_missing_or_foreign_blend_checkpoint_is_refused(mini_ml100k, tmp_path):
+    missing = str(tmp_path / "SASRec-none.pth")
+    with pytest.raises(FileNotFoundError, match=r"SASRec-none.pth does not exist.*run_earn.py --model=SASRec"):
+        build(bigrec_config(mini_ml100k, model="BIGRec", blend_model_checkpoint=missing))
+
+    config = bigrec_config(mini_ml100k, model="BIGRec")
+    _, train_data, _, _ = prepare_data(config)
+    dataset = train_data._dataset
+    not_torch, weights_only = tmp_path / "notes.pth", tmp_path / "weights.pth"
+    not_torch.write_text("not a checkpoint")
+    torch.save({"item_embedding.weight": torch.zeros(3, 2)}, weights_only)
+    for path in (not_torch, weights_only):
+        config["blend_model_checkpoint"] = str(path)
+        with pytest.raises(ValueError, match=rf"{path.name} is not a RecBole checkpoint"):
+            ScoreBlend.from_config(config, dataset)
+
+
+def test_blend_checkpoint_of_another_dataset_or_model_is_refused(mini_ml100k, sasrec_checkpoint, tmp_path):
+    config = bigrec_config(mini_ml100k, model="BIGRec", blend_model_checkpoint=sasrec_checkpoint)
+    _, train_data, _, _ = prepare_data(config)
+    dataset = train_data._dataset
+
+    def refused(edit, match):
+        checkpoint = torch.load(sasrec_checkpoint, weights_only=False)
+        edit(checkpoint)
+        config["blend_model_checkpoint"] = str(tmp_path / "edited.pth")
+        torch.save(checkpoint, config["blend_model_checkpoint"])
+        with pytest.raises(ValueError, match=match):
+            ScoreBlend.from_config(config, dataset)
+
+    refused(lambda c: c["config"].__setitem__("dataset", "ml-100k"), r"edited.pth was trained on dataset 'ml-100k'")
+    grown = lambda c: c["state_dict"].__setitem__(  # noqa: E731  one item more than this dataset has
+        "item_embedding.weight", torch.zeros(dataset.item_num + 1, 16)
+    )
+    refused(grown, rf"does not fit dataset 'ml-mini' .*item_embedding.weight is \[{dataset.item_num + 1}, 16\]")
+    refused(lambda c: c["config"].__setitem__("model", "EARNBIGRec"), r"holds EARNBIGRec, an LLM recommender")
+
+    config["blend_model_checkpoint"], config["blend_weight"] = sasrec_checkpoint, 1.5
+    with pytest.raises(ValueError, match=r"blend_weight must be in \[0, 1\]"):
+        ScoreBlend.from_config(config, dataset)

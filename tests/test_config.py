@@ -42,6 +42,29 @@ def test_user_layers_win_in_order(tmp_path):
     assert config["train_batch_size"] == 32  # the command line beats config_dict, converted to int
 
 
+LEAVE_ONE_OUT = {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user",
+                 "mode": {"valid": "full", "test": "full"}}
+
+
+def test_general_and_sequential_models_get_the_same_eval_args():
+    # RecBole would split Pop's data at random 8:1:1 and SASRec's leave-one-out in time order.
+    pop, sasrec = (Config(model=name, dataset="ml-100k") for name in ("Pop", "SASRec"))
+    assert pop["eval_args"] == sasrec["eval_args"] == LEAVE_ONE_OUT
+    assert pop["exclude_history_items"] is sasrec["exclude_history_items"] is True
+
+
+def test_users_eval_args_apply_to_every_model_and_keep_our_other_keys(tmp_path):
+    sampled = write_yaml(tmp_path / "sampled.yaml", {"eval_args": {"mode": "uni100"}})
+    configs = [Config(model=name, dataset="ml-100k", config_file_list=[sampled]) for name in ("Pop", "SASRec")]
+    configs += [Config(model=name, dataset="ml-100k", cmd_args={"eval_args": "{'mode': 'uni100'}"})
+                for name in ("Pop", "SASRec")]
+    for config in configs:
+        assert config["eval_args"] == dict(LEAVE_ONE_OUT, mode={"valid": "uni100", "test": "uni100"})
+    random_split = {"split": {"RS": [0.8, 0.1, 0.1]}, "order": "RO"}
+    pop = Config(model="Pop", dataset="ml-100k", config_dict={"eval_args": random_split})
+    assert pop["eval_args"] == dict(LEAVE_ONE_OUT, **random_split)
+
+
 def test_sys_argv_is_not_parsed(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["pytest", "--epochs=999", "-q"])
     config = Config(model="SASRec", dataset="ml-100k")

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from recbole_earn.cli import main
-from recbole_earn.group_run import add_earn_speedups, columns, markdown_table, parse_model_list
+from recbole_earn.group_run import add_earn_speedups, columns, describe_protocol, markdown_table, parse_model_list
 
 
 def test_two_llm_models_and_sasrec_in_one_table(mini_ml100k, capsys):
@@ -75,3 +75,39 @@ def test_one_model_with_group_output_writes_a_one_row_table(mini_ml100k):
     assert [row["model"] for row in rows] == ["SASRec"] and rows[0]["infer_ms_per_user"] > 0
     with open(stem + ".json", encoding="utf-8") as handle:
         assert json.load(handle) == json.loads(json.dumps(rows))
+
+
+LEAVE_ONE_OUT = "split LS valid_and_test, order TO, group_by user, mode full, past items excluded"
+
+
+def test_general_and_sequential_models_share_one_protocol(mini_ml100k, capsys):
+    stem = str(mini_ml100k["data_path"]) + "/../table/protocol"
+    argv = ["--model=Pop,SASRec", f"--dataset={mini_ml100k['dataset']}", f"--group_output={stem}", "--epochs=1",
+            "--hidden_size=8", "--inner_size=16", "--n_layers=1", "--n_heads=1"]
+    argv += [f"--{key}={value}" for key, value in mini_ml100k["config"].items()]
+    rows = main(argv)
+
+    assert [(row["model"], row["protocol"]) for row in rows] == [("Pop", LEAVE_ONE_OUT), ("SASRec", LEAVE_ONE_OUT)]
+    out = capsys.readouterr().out
+    assert f"protocol: {LEAVE_ONE_OUT}\n\n| model | train_time_s |" in out and "| protocol |" not in out
+    with open(stem + ".csv", encoding="utf-8") as handle:
+        assert [(row["model"], row["protocol"]) for row in csv.DictReader(handle)] == [
+            ("Pop", LEAVE_ONE_OUT), ("SASRec", LEAVE_ONE_OUT)]
+    with open(stem + ".json", encoding="utf-8") as handle:
+        assert [row["protocol"] for row in json.load(handle)] == [LEAVE_ONE_OUT, LEAVE_ONE_OUT]
+
+
+def test_rows_with_different_protocols_keep_a_protocol_column():
+    full = {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user",
+            "mode": {"valid": "full", "test": "full"}}
+    sampled = {"split": {"RS": [0.8, 0.1, 0.1]}, "order": "RO", "group_by": "user",
+               "mode": {"valid": "full", "test": "uni100"}}
+    assert describe_protocol(full, True) == LEAVE_ONE_OUT
+    assert describe_protocol(full, False).endswith("mode full, past items ranked")  # SASRec, knob off
+    assert describe_protocol(sampled, None) == (
+        "split RS 0.8:0.1:0.1, order RO, group_by user, mode valid full / test uni100")
+    rows = [{"model": "Pop", "recall@10": 0.1, "protocol": describe_protocol(full, True)},
+            {"model": "SASRec", "recall@10": 0.2, "protocol": describe_protocol(full, False)}]
+    lines = markdown_table(rows).splitlines()
+    assert lines[0].startswith("| model |") and lines[0].endswith("| recall@10 | protocol |")
+    assert lines[3].endswith("past items ranked |")

@@ -98,6 +98,32 @@ def test_constrained_decoding_only_yields_catalog_items(mini_ml100k):
         assert finite.sum(1).eq(model.num_beams).all()  # every beam is a distinct real item
 
 
+def test_beams_leave_out_the_users_past_items(mini_ml100k):
+    model, _, _, test_data = build(lcrec_config(mini_ml100k, exclude_history_items=True))
+    model.eval()
+    users = first_batch(test_data)
+    seen = model.seen_items(users)
+    for row, history in enumerate(model.histories(users)):  # the prompt's history is part of what was seen
+        assert {item - 1 for item in history} <= set(seen[row])
+    scores = model.full_sort_predict(users)  # [B, n_items]
+    for row, items in enumerate(seen):
+        assert not torch.isfinite(scores[row, [item + 1 for item in items]]).any()
+        assert torch.isfinite(scores[row]).sum() == model.num_beams  # every beam still reaches an item
+
+
+def test_code_tokens_start_near_the_text_of_their_items(mini_ml100k):
+    by_text, _, _, _ = build(lcrec_config(mini_ml100k, code_token_init="item_text"))
+    by_mean, _, _, _ = build(lcrec_config(mini_ml100k, code_token_init="mean"))
+    rows = by_text.llm.added_tokens.input_rows  # [codes, hidden]
+    assert torch.unique(by_mean.llm.added_tokens.input_rows, dim=0).shape[0] == 1  # one shared row
+    used = sorted({offset for item in range(1, by_text.n_items) for offset in by_text.index.item_token_offsets(item)})
+    assert torch.unique(rows[used], dim=0).shape[0] == len(used)  # every used code starts apart
+    vocabulary = by_text.llm.causal_lm.get_input_embeddings().weight[: by_text.llm.added_tokens.first_id]
+    torch.testing.assert_close(rows[used].norm(dim=-1).mean(), vocabulary.norm(dim=-1).mean(), rtol=1e-3, atol=0)
+    with pytest.raises(ValueError, match="code_token_init must be one of"):
+        build(lcrec_config(mini_ml100k, code_token_init="random"))
+
+
 def test_training_lowers_the_loss(mini_ml100k):
     model, train_data, _, _ = build(lcrec_config(mini_ml100k))
     batch = first_batch(train_data)

@@ -165,6 +165,25 @@ def test_constrained_beam_search_only_produces_trie_sequences(items, num_beams, 
         assert all(seq in sequences and trie.contains(seq) for seq in produced)
 
 
+@pytest.mark.parametrize("k", [1, 4])
+def test_excluded_sequences_never_come_out_and_the_others_keep_their_scores(k):
+    """Excluding some items per prompt removes exactly those from the beams; every other item keeps the score it
+    has without exclusion (the trie-normalised log-probability), so the beams go to the next-best items."""
+    torch.manual_seed(0)
+    model = earn_model(earn_k=k)
+    items = _trie_sequences(0, n_items=6)
+    trie = TokenTrie(items)
+    prompts = random_prompts(2, 4, 10, seed=6)
+    full = constrained_beam_search(model, prompts, trie, num_beams=len(items))
+    excluded = [[0, 3], [5]]
+    out = constrained_beam_search(model, prompts, trie, num_beams=len(items), excluded=excluded)
+    for results, all_results, banned in zip(out.as_lists(), full.as_lists(), excluded):
+        found = {tuple(seq): score for seq, score in results if score > float("-inf")}
+        expected = {tuple(seq): score for seq, score in all_results if tuple(seq) not in {items[i] for i in banned}}
+        assert set(found) == set(expected)
+        assert all(abs(found[seq] - expected[seq]) <= 1e-4 for seq in found)
+
+
 def test_trie_rejects_prefixes_and_empty_input():
     with pytest.raises(ValueError, match="prefix"):
         TokenTrie([[1, 2], [1, 2, 3]])

@@ -41,10 +41,13 @@ class GenerationOutput:
 
 def beam_search(model, prompts: Sequence[Sequence[int]], num_beams: int = 4, max_new_tokens: int = 16,
                 trie: Optional[TokenTrie] = None, eos_token_id: Optional[int] = None,
-                stop_at_eos: bool = True, share_prompt_cache: bool = True) -> GenerationOutput:
+                stop_at_eos: bool = True, share_prompt_cache: bool = True,
+                excluded: Optional[Sequence[Sequence[int]]] = None) -> GenerationOutput:
     """Beam search for every prompt of the batch. With `trie`, only sequences of the trie are produced (and
     max_new_tokens may be None: the trie's depth). eos_token_id defaults to the model's (ignored with a trie: a
-    trie leaf ends a beam). share_prompt_cache=False copies the prompt's KV into every beam (for measurements)."""
+    trie leaf ends a beam). share_prompt_cache=False copies the prompt's KV into every beam (for measurements).
+    excluded (with a trie): per prompt, indices of trie sequences it must not produce (e.g. items already seen);
+    their completions score -inf, so the beams go to the other sequences."""
     if num_beams < 1:
         raise ValueError(f"num_beams must be >= 1, got {num_beams}")
     if trie is not None:
@@ -58,8 +61,9 @@ def beam_search(model, prompts: Sequence[Sequence[int]], num_beams: int = 4, max
     model.eval()
     try:
         with torch.inference_mode():
+            banned = None if trie is None or excluded is None else trie.exclusion_mask(excluded)
             return _beam_search(model, prompts, num_beams, max_new_tokens, trie, eos if stop_at_eos else None, pad,
-                                share_prompt_cache)
+                                share_prompt_cache, banned)
     finally:
         model.train(was_training)
 
@@ -70,12 +74,35 @@ def greedy_search(model, prompts, max_new_tokens=16, eos_token_id=None, stop_at_
                        stop_at_eos=stop_at_eos)
 
 
-def constrained_beam_search(model, prompts, trie: TokenTrie, num_beams=20, max_new_tokens=None) -> GenerationOutput:
-    """Beam search that only ever produces sequences of `trie` (e.g. the token ids of every real item)."""
-    return beam_search(model, prompts, num_beams=num_beams, max_new_tokens=max_new_tokens, trie=trie)
+def constrained_beam_search(model, prompts, trie: TokenTrie, num_beams=20, max_new_tokens=None,
+                            excluded=None) -> GenerationOutput:
+    """Beam search that only ever produces sequences of `trie` (e.g. the token ids of every real item), except
+    each prompt's `excluded` sequence indices."""
+    return beam_search(model, prompts, num_beams=num_beams, max_new_tokens=max_new_tokens, trie=trie,
+                       excluded=excluded)
 
 
-def _beam_search(model, prompts, nb, max_new_tokens, trie, eos, pad, share_prompt_cache=True):
+def _trie_log_probs(model, hidden, nodes, finished, trie, banned):
+    """Log-probabilities [B, nb, C] of each beam's allowed next tokens (normalised over them; -inf where a beam
+    has fewer than C children or the child is banned: it ends, or only leads to, excluded sequences), with the
+    tokens and nodes they lead to."""
+    batch, nb = nodes.shape
+    cand_tokens = trie.children_tokens[nodes]  # [B, nb, C], -1 = none
+    cand_nodes = trie.children_nodes[nodes]
+    valid = cand_tokens >= 0
+    union = torch.unique(cand_tokens[valid & ~finished[..., None]])  # sorted allowed tokens, [u]
+    logits = model.logits(hidden, union).float()  # [B or B*nb, u]: only the allowed rows of the lm head
+    logits = logits.view(batch, -1, union.numel()).expand(batch, nb, union.numel())
+    columns = torch.searchsorted(union, cand_tokens.clamp(min=0)).clamp(max=union.numel() - 1)
+    logp = logits.gather(-1, columns).masked_fill(~valid, float("-inf"))
+    logp = torch.log_softmax(logp, dim=-1).masked_fill(~valid, float("-inf"))
+    if banned is not None:
+        hit = banned.gather(1, cand_nodes.clamp(min=0).view(batch, -1)).view_as(cand_nodes)  # [B, nb, C]
+        logp = logp.masked_fill(hit & valid, float("-inf"))
+    return logp, cand_tokens, cand_nodes
+
+
+def _beam_search(model, prompts, nb, max_new_tokens, trie, eos, pad, share_prompt_cache=True, banned=None):
     device = model.registers.device
     start = time.perf_counter()
     prefill = model.prefill(prompts)
@@ -99,15 +126,7 @@ def _beam_search(model, prompts, nb, max_new_tokens, trie, eos, pad, share_promp
     for step in range(max_new_tokens):
         # 1. log-probabilities of each beam's candidate next tokens: [B, nb, C]
         if trie is not None:
-            cand_tokens = trie.children_tokens[nodes]  # [B, nb, C], -1 = none
-            cand_nodes = trie.children_nodes[nodes]
-            valid = cand_tokens >= 0
-            union = torch.unique(cand_tokens[valid & ~finished[..., None]])  # sorted allowed tokens, [u]
-            logits = model.logits(hidden, union).float()  # [B or B*nb, u]: only the allowed rows of the lm head
-            logits = logits.view(batch, -1, union.numel()).expand(batch, nb, union.numel())
-            columns = torch.searchsorted(union, cand_tokens.clamp(min=0)).clamp(max=union.numel() - 1)
-            logp = logits.gather(-1, columns).masked_fill(~valid, neg_inf)
-            logp = torch.log_softmax(logp, dim=-1).masked_fill(~valid, neg_inf)
+            logp, cand_tokens, cand_nodes = _trie_log_probs(model, hidden, nodes, finished, trie, banned)
             end_column = 0  # an ended beam continues with column 0 (emitted as pad) at no cost
         else:
             logits = model.logits(hidden).float()  # [B or B*nb, vocab]

@@ -14,7 +14,7 @@ class TokenTrie:
     def __init__(self, sequences: Iterable[Sequence[int]]):
         children = [{}]  # node -> {token: child node}
         ends = [False]
-        count = 0
+        end_nodes = []  # the node where each sequence ends, in input order
         for seq in sequences:
             seq = [int(t) for t in seq]
             if not seq:
@@ -33,10 +33,11 @@ class TokenTrie:
             if children[node]:
                 raise ValueError(f"TokenTrie: sequence {seq} is a prefix of another sequence; append EOS to each")
             ends[node] = True
-            count += 1
-        if count == 0:
+            end_nodes.append(node)
+        if not end_nodes:
             raise ValueError("TokenTrie needs at least one sequence")
-        self.num_sequences = count
+        self.num_sequences = len(end_nodes)
+        self.end_nodes = torch.tensor(end_nodes, dtype=torch.long)  # [num_sequences] leaf of each sequence
         width = max(1, max(len(c) for c in children))
         self.children_tokens = torch.full((len(children), width), -1, dtype=torch.long)
         self.children_nodes = torch.full((len(children), width), -1, dtype=torch.long)
@@ -45,22 +46,40 @@ class TokenTrie:
                 self.children_tokens[node, c] = token
                 self.children_nodes[node, c] = child
         self.n_children = (self.children_tokens >= 0).sum(-1)  # [n_nodes]
-        self.max_depth = self._depth(children)
+        self.internal_nodes_by_depth = self._internal_nodes_by_depth(children)  # root first
+        self.max_depth = len(self.internal_nodes_by_depth)
 
     @staticmethod
-    def _depth(children):
-        depth, frontier = 0, [0]
-        while True:
-            frontier = [c for n in frontier for c in children[n].values()]
-            if not frontier:
-                return depth
-            depth += 1
+    def _internal_nodes_by_depth(children):
+        levels, frontier = [], [0]
+        while frontier:
+            internal = [n for n in frontier if children[n]]
+            if internal:
+                levels.append(torch.tensor(internal, dtype=torch.long))
+            frontier = [c for n in internal for c in children[n].values()]
+        return levels
 
     def to(self, device):
         self.children_tokens = self.children_tokens.to(device)
         self.children_nodes = self.children_nodes.to(device)
         self.n_children = self.n_children.to(device)
+        self.end_nodes = self.end_nodes.to(device)
+        self.internal_nodes_by_depth = [nodes.to(device) for nodes in self.internal_nodes_by_depth]
         return self
+
+    def exclusion_mask(self, sequence_indices) -> torch.Tensor:
+        """[B, n_nodes] bool: for each row, True at the leaves of the sequences it lists (indices into the
+        sequences the trie was built from, e.g. the items a user has already seen) and at every node all of whose
+        leaves are listed, so that beam search never enters a subtree with nothing left to produce."""
+        device = self.end_nodes.device
+        mask = torch.zeros((len(sequence_indices), len(self.n_children)), dtype=torch.bool, device=device)
+        for row, indices in enumerate(sequence_indices):
+            mask[row, self.end_nodes[torch.as_tensor(indices, dtype=torch.long, device=device)]] = True
+        for nodes in reversed(self.internal_nodes_by_depth):  # deepest first: children are settled before parents
+            children = self.children_nodes[nodes]  # [n, C], -1 = none
+            child_excluded = mask[:, children.clamp(min=0)] | (children < 0)  # [B, n, C]
+            mask[:, nodes] = child_excluded.all(-1)
+        return mask
 
     def contains(self, sequence: Sequence[int]) -> bool:
         """True if `sequence` is one of the trie's complete sequences."""

@@ -5,7 +5,10 @@ Bao et al., "A Bi-Step Grounding Paradigm for Large Language Models in Recommend
   response:  the next item's title, in quotes, then EOS; trained with cross-entropy on the response
   inference: beam search writes a title; grounding embeds it and every item title with the LLM (last-layer
              hidden state of the last token) and ranks items by negative L2 distance, optionally adjusted
-             for popularity (gamma).
+             for popularity (gamma: distance / (1 + popularity)^gamma, popularity = training-split
+             interactions / the most popular item's).
+  blend:     optionally ("collaborative information") mixed with a conventional model's scores, loaded from its
+             RecBole checkpoint (blend_model_checkpoint, blend_weight; see score_blend.py for the scale rule).
 
 EARNBIGRec is the same model with the EARN engine switched on (registers + later layers pruned).
 """
@@ -15,6 +18,7 @@ import torch
 from recbole_earn.data.prompts import BIGREC_TEMPLATE, HistoryPrompter, quote_title, tokenize
 from recbole_earn.llm.decoding import beam_search
 from recbole_earn.model.llm_recommender import LLMRecommender
+from recbole_earn.model.score_blend import ScoreBlend
 
 
 class BIGRec(LLMRecommender):
@@ -38,6 +42,7 @@ class BIGRec(LLMRecommender):
         counts = torch.bincount(dataset.inter_feat[self.ITEM_ID], minlength=self.n_items).float()
         self.register_buffer("popularity", counts / counts.max().clamp(min=1.0), persistent=False)
         self._item_embeddings = None  # [n_items - 1, hidden], for the current weights
+        self.blend = ScoreBlend.from_config(config, dataset)  # None unless blend_model_checkpoint is set
 
     def prompts(self, interaction):
         return [self.prompter.prompt_ids(history) for history in self.histories(interaction)]
@@ -88,8 +93,23 @@ class BIGRec(LLMRecommender):
         return scores
 
     @torch.no_grad()
+    def llm_scores(self, interaction):
+        """[B, n_items]: the LLM's own scores of every item per row (grounding, with gamma), before any blend."""
+        return self.ground(self.generate_titles(interaction))
+
+    @torch.no_grad()
     def full_sort_predict(self, interaction):
-        return self.ground(self.generate_titles(interaction))  # [B, n_items]
+        scores = self.llm_scores(interaction)  # [B, n_items]
+        return scores if self.blend is None else self.blend.mix(scores, interaction)
+
+    def ranking_label(self):
+        """What the scores come from, for result tables: "LLM", "LLM (popularity gamma 0.5)",
+        "0.7 x LLM + 0.3 x SASRec" (min-max normalised scores, weights as mixed)."""
+        label = f"LLM (popularity gamma {self.gamma:g})" if self.gamma else "LLM"
+        if self.blend is None or self.blend.weight == 0.0:
+            return label
+        weight = self.blend.weight
+        return f"{1.0 - weight:g} x {label} + {weight:g} x {self.blend.name}"
 
     @torch.no_grad()
     def predict(self, interaction):

@@ -34,6 +34,7 @@ from recbole_earn.llm.trie import TokenTrie
 from recbole_earn.model.llm_recommender import LLMRecommender
 
 TASKS = ("seqrec", "item2index", "index2item")
+CODE_TOKEN_INITS = ("mean", "item_text")
 
 
 def index_folder(config):
@@ -70,6 +71,19 @@ def task_proportions(config):
     return {task: weight / total for task, weight in weights.items()}
 
 
+def training_items_by_user(dataset, user_field, item_field, item_seq_field):
+    """{user id: set of item ids} of every item in the training split's targets and histories."""
+    users = dataset.inter_feat[user_field].tolist()
+    targets = dataset.inter_feat[item_field].tolist()
+    sequences = dataset.inter_feat[item_seq_field].tolist()  # [rows, max_len], right-padded with 0
+    items = {}
+    for user, target, sequence in zip(users, targets, sequences):
+        seen = items.setdefault(user, set())
+        seen.add(target)
+        seen.update(item for item in sequence if item)
+    return items
+
+
 class LCRec(LLMRecommender):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -86,25 +100,54 @@ class LCRec(LLMRecommender):
         self.tokenizer = copy.deepcopy(self.tokenizer)
         first_id = len(self.tokenizer)
         self.tokenizer.add_tokens(self.index.token_strings())
-        self.llm.add_tokens(first_id, len(self.index.token_strings()))
+        added = self.llm.add_tokens(first_id, len(self.index.token_strings()))
         self.code_ids = [[first_id + offset for offset in self.index.item_token_offsets(item)]
                          for item in range(self.n_items)]  # [n_items][code length]; id 0 is padding: []
+        titles = [quote_title(title) for title in self.item_titles.titles]
+        self.title_ids = [tokenize(self.tokenizer, title) for title in titles]
+        if config["code_token_init"] not in CODE_TOKEN_INITS:
+            raise ValueError(f"code_token_init must be one of {', '.join(CODE_TOKEN_INITS)}, "
+                             f"got {config['code_token_init']!r}")
+        if config["code_token_init"] == "item_text":
+            self._init_code_rows_from_titles(added)
         self.trie = TokenTrie(self.code_ids[1:])
         self.item_of_code = {tuple(ids): item for item, ids in enumerate(self.code_ids) if item > 0}
 
         fields = {"item_noun": config["item_noun"] or "items",
                   "interaction_verb": config["interaction_verb"] or "interacted with"}
-        titles = [quote_title(title) for title in self.item_titles.titles]
         codes = [self.index.item_text(item) for item in range(self.n_items)]
         history_items = [f"{code} {title}" for code, title in zip(codes, titles)] if config["history_with_titles"] \
             else codes
         self.seqrec_prompter = HistoryPrompter(self.tokenizer, config["prompt_template"] or LCREC_SEQREC_TEMPLATE,
                                                history_items, **fields)
-        self.title_ids = [tokenize(self.tokenizer, title) for title in titles]
         self.item2index = self._split_template(LCREC_ITEM2INDEX_TEMPLATE.format(title="{item}", **fields))
         self.index2item = self._split_template(LCREC_INDEX2ITEM_TEMPLATE.format(code="{item}", **fields))
+        self.exclude_history = bool(config["exclude_history_items"])
+        self.training_items = training_items_by_user(dataset, self.USER_ID, self.ITEM_ID, self.ITEM_SEQ)
         self.proportions = task_proportions(config)
         self.task_generator = torch.Generator().manual_seed(int(config["seed"] or 0))
+
+    @torch.no_grad()
+    def _init_code_rows_from_titles(self, added):
+        """Start each code token's rows at the mean title embedding of the items whose ID holds that code (scaled
+        to the vocabulary's mean row norm), instead of one shared mean row: codes start apart, and near the text
+        of the items they stand for."""
+        item_offsets = [self.index.item_token_offsets(item) for item in range(1, self.n_items)]
+        for rows, weight in ((added.input_rows, self.llm.causal_lm.get_input_embeddings().weight),
+                             (added.output_rows, getattr(self.llm.causal_lm.get_output_embeddings(), "weight", None))):
+            if rows is None or weight is None:
+                continue  # tied lm head: the input rows are the output rows
+            vocabulary = weight[:added.first_id].float()  # [V, hidden]
+            titles = torch.stack([vocabulary[ids].mean(0) for ids in self.title_ids[1:]])  # [items, hidden]
+            sums = torch.zeros(rows.shape, dtype=torch.float32, device=rows.device)  # [codes, hidden]
+            counts = torch.zeros(rows.shape[0], device=rows.device)
+            for item_vector, offsets in zip(titles, item_offsets):
+                sums[offsets] += item_vector
+                counts[offsets] += 1
+            used = counts > 0
+            means = sums[used] / counts[used, None]
+            target_norm = vocabulary.norm(dim=-1).mean()
+            rows[used] = (means * target_norm / means.norm(dim=-1, keepdim=True).clamp(min=1e-6)).to(rows.dtype)
 
     def _item_index(self, config, dataset):
         texts = item_descriptions(dataset, self.item_titles.titles, config["item_text_fields"])
@@ -160,10 +203,20 @@ class LCRec(LLMRecommender):
     def prompts(self, interaction):
         return [self.seqrec_prompter.prompt_ids(history) for history in self.histories(interaction)]
 
+    def seen_items(self, interaction):
+        """Per row, the trie indices (item id - 1) of the user's past items: their training items and the history
+        in the row (which holds the validation item at test time): the items the evaluation leaves out."""
+        users = interaction[self.USER_ID].tolist()
+        return [sorted(item - 1 for item in self.training_items.get(user, set()).union(history))
+                for user, history in zip(users, self.histories(interaction))]
+
     @torch.no_grad()
     def full_sort_predict(self, interaction):
-        """[B, n_items]: each beam's log-probability at its item, -inf elsewhere."""
-        output = constrained_beam_search(self.llm, self.prompts(interaction), self.trie, num_beams=self.num_beams)
+        """[B, n_items]: each beam's log-probability at its item, -inf elsewhere. When the evaluation leaves out
+        the user's past items (`exclude_history_items`), so do the beams, which then all go to eligible items."""
+        excluded = self.seen_items(interaction) if self.exclude_history else None
+        output = constrained_beam_search(self.llm, self.prompts(interaction), self.trie, num_beams=self.num_beams,
+                                         excluded=excluded)
         self.record_generation(output, num_users=output.sequences.shape[0])
         scores = torch.full((output.sequences.shape[0], self.n_items), float("-inf"), device=output.scores.device)
         for row, beams in enumerate(output.as_lists()):
