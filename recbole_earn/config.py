@@ -7,6 +7,7 @@ user's `config_file_list`, then `config_dict`, then command-line `--key=value` v
 `eval_args` replaces ours key by key, so every model keeps one evaluation protocol.
 """
 
+import torch
 from recbole.config import Config as RecBoleConfig
 
 from recbole_earn.compat import apply_recbole_compat
@@ -38,7 +39,12 @@ class Config(RecBoleConfig):
 
     def _init_device(self):
         if "local_rank" not in self.final_config_dict:
-            return super()._init_device()  # a single process
+            super()._init_device()  # a single process
+            if self.final_config_dict.get("use_gpu") is False:
+                # RecBole 1.2.1 picks the device from gpu_id alone (its use_gpu only gates GPU-memory logging);
+                # use_gpu: False runs on the CPU even where CUDA is there, without hiding the GPUs (gpu_id: '').
+                self.final_config_dict["device"] = torch.device("cpu")
+            return
         # A rank of a multi-process run: RecBole would join with nccl on a GPU only; CPUs need gloo.
         from recbole_earn.distributed import join_process_group
 

@@ -12,6 +12,7 @@ import os
 import time
 
 EARN_PREFIX = "EARN"
+CURVE = "training_curve"  # validation points during training: in the JSON only, not a table column
 FIXED_COLUMNS = ("model", "train_time_s", "infer_ms_per_user", "kv_bytes_per_user", "earn_speedup")
 
 
@@ -35,6 +36,9 @@ def result_row(result):
         "kv_bytes_per_user": result.get("kv_bytes_per_user"),
         "earn_speedup": None,
     }
+    for key in ("seed", "ranking", "train_examples", "train_examples_per_s", CURVE):
+        if result.get(key) is not None:
+            row[key] = result[key]
     row.update(result["test_result"])
     row["protocol"] = describe_protocol(result["eval_args"], result["past_items_excluded"])
     return row
@@ -70,7 +74,7 @@ def columns(rows):
     """The fixed columns, then every metric in the order RecBole reported it (union over the rows)."""
     names = list(FIXED_COLUMNS)
     for row in rows:
-        names += [key for key in row if key not in names]
+        names += [key for key in row if key not in names and key != CURVE]
     return names
 
 
@@ -116,7 +120,8 @@ def _write_csv(handle, header, rows):
 
 
 def _write_json(handle, header, rows):
-    json.dump([{name: row.get(name) for name in header} for row in rows], handle, indent=1)
+    json.dump([{name: row.get(name) for name in header + ([CURVE] if CURVE in row else [])} for row in rows],
+              handle, indent=1)
 
 
 def default_output_stem(dataset):

@@ -92,11 +92,26 @@ def train_and_evaluate(config, saved=True, verbose=True):
         "train_time_s": train_time,
         "test_time_s": test_time,
         "test_users": test_data.sample_size,
+        "seed": config["seed"],
         "eval_args": config["eval_args"],
         "past_items_excluded": excludes_past_items(config),  # None when the test ranks sampled candidates
         # LLM recommenders: mean KV-cache bytes per test user at the end of its generation (None otherwise)
         "kv_bytes_per_user": recommender.kv_bytes_per_user() if hasattr(recommender, "kv_bytes_per_user") else None,
+        **training_record(trainer, recommender),
     }
+
+
+def training_record(trainer, recommender):
+    """What the LLM trainer measured (examples seen, examples/s, one point per validation) and what the ranking
+    comes from (e.g. BIGRec blended with another model); empty for RecBole's own trainers."""
+    record = {}
+    progress = getattr(trainer, "progress", None)
+    if progress is not None:
+        record.update(train_examples=progress.examples, train_examples_per_s=progress.examples_per_s,
+                      training_curve=trainer.training_curve)
+    if hasattr(recommender, "ranking_label"):
+        record["ranking"] = recommender.ranking_label()
+    return record
 
 
 def init_fresh_logger(config):

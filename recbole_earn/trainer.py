@@ -41,12 +41,14 @@ def few_shot_loader(train_data, sample_num, seed, epoch=None):
 
 class BudgetedBatches:
     """`loader`'s batches until the training budget is spent (all ranks stop together in multi-process runs);
-    otherwise it is `loader` (length, shuffle flag, sampler)."""
+    otherwise it is `loader` (length, shuffle flag, sampler). `device`: where the ranks' flag is reduced, the
+    process group's device (config["device"]: a CUDA device under nccl, which refuses CPU tensors)."""
 
-    def __init__(self, loader, progress, distributed):
+    def __init__(self, loader, progress, distributed, device="cpu"):
         self.loader = loader
         self.progress = progress
         self.distributed = distributed
+        self.device = device
 
     def __len__(self):
         return len(self.loader)
@@ -55,9 +57,10 @@ class BudgetedBatches:
         return getattr(self.loader, name)
 
     def _spent(self):
-        spent = torch.tensor(int(self.progress.budget_spent))
-        if self.distributed:
-            torch.distributed.all_reduce(spent, op=torch.distributed.ReduceOp.MAX)
+        if not self.distributed:
+            return self.progress.budget_spent  # no tensor, so no host-device round trip per batch on a GPU
+        spent = torch.tensor(int(self.progress.budget_spent), device=self.device)
+        torch.distributed.all_reduce(spent, op=torch.distributed.ReduceOp.MAX)
         return bool(spent)
 
     def __iter__(self):
@@ -133,7 +136,7 @@ class LLMTrainer(Trainer):
         if self.progress.budget_spent:
             raise TrainingBudgetSpent
         batches = BudgetedBatches(self._epoch_loader(train_data, epoch_idx), self.progress,
-                                  distributed=not self.config["single_spec"])
+                                  distributed=not self.config["single_spec"], device=self.device)
         loss = super()._train_epoch(batches, epoch_idx, loss_func=loss_func or self._tracked_loss,
                                     show_progress=show_progress)
         self.logger.info(self.progress.describe(self._last_loss, self.optimizer.param_groups[0]["lr"]))

@@ -1,9 +1,34 @@
-"""Shared fixtures: a scratch working directory (RecBole writes ./log, ./log_tensorboard and ./saved) and
-small real datasets cut from RecBole's bundled MovieLens-100K."""
+"""Shared fixtures: a scratch working directory (RecBole writes ./log, ./log_tensorboard and ./saved), small real
+datasets cut from RecBole's bundled MovieLens-100K, and the device (and precision) a test runs on.
+
+The device is a test parameter: "cpu" everywhere, and also "cuda" where a GPU is there, so the same tests run on
+both. `device_dtype` adds the GPU recipe's bf16 (llm_dtype: bfloat16) for tests whose checks hold in bf16. On a
+machine without a GPU each such test runs once, on the CPU, as it did before it took a device."""
 
 import os
 
 import pytest
+import torch
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+# (device, llm_dtype): float32 on every device, and bf16 on the GPU, where the recipe trains and decodes in bf16.
+PRECISIONS = [(device, "float32") for device in DEVICES] + (
+    [("cuda", "bfloat16")] if torch.cuda.is_available() else []
+)
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """torch.device the test runs on (RecBole config keys for it: recommender_helpers.device_keys)."""
+    return torch.device(request.param)
+
+
+@pytest.fixture(params=PRECISIONS, ids=[device if dtype == "float32" else f"{device}-{dtype}"
+                                        for device, dtype in PRECISIONS])
+def device_dtype(request):
+    """(torch.device, llm_dtype name): the device, and the LLM's precision on it."""
+    device, dtype = request.param
+    return torch.device(device), dtype
 
 
 def recbole_ml100k_dir():

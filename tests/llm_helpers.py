@@ -7,15 +7,20 @@ import torch
 from recbole_earn.llm import EARNConfig, EARNModel, build_tiny
 
 
+def tiny_backbone(preset="tiny-llama", device="cpu", dtype=torch.float32):
+    """(model, tokenizer) of a tiny random backbone on `device` in `dtype` (the same weights everywhere, rounded to
+    `dtype`), shared by tests that do not modify its weights."""
+    return _tiny_backbone(preset, str(torch.device(device)), dtype)
+
+
 @functools.lru_cache(maxsize=None)
-def tiny_backbone(preset="tiny-llama"):
-    """(model, tokenizer) of a tiny random backbone, shared by tests that do not modify its weights."""
+def _tiny_backbone(preset, device, dtype):
     model, tokenizer = build_tiny(preset)
-    return model.eval(), tokenizer
+    return model.to(device=device, dtype=dtype).eval(), tokenizer
 
 
-def earn_model(preset="tiny-llama", earn_k=1, n_prefix=1, n_suffix=1, seed=0):
-    backbone, tokenizer = tiny_backbone(preset)
+def earn_model(preset="tiny-llama", earn_k=1, n_prefix=1, n_suffix=1, seed=0, device="cpu", dtype=torch.float32):
+    backbone, tokenizer = tiny_backbone(preset, device, dtype)
     torch.manual_seed(seed)
     return EARNModel(backbone, EARNConfig(earn_k=earn_k, n_prefix_registers=n_prefix, n_suffix_registers=n_suffix),
                      tokenizer).eval()

@@ -9,6 +9,18 @@ from recbole_earn.quick_start import build_model, prepare_data
 from recbole_earn.trainer import few_shot_loader
 
 
+def device_keys(device, llm_dtype=None):
+    """RecBole config keys that put a run on `device` (the `device` fixture's "cpu" or "cuda"): RecBole takes CUDA
+    from gpu_id where CUDA is there, and recbole_earn's Config keeps use_gpu: False on the CPU (an empty gpu_id
+    would also mean the CPU, but RecBole writes it to CUDA_VISIBLE_DEVICES for the whole process). With
+    `llm_dtype`, the LLM's precision too."""
+    on_gpu = torch.device(device).type == "cuda"
+    keys = {"use_gpu": on_gpu, "gpu_id": "0"} if on_gpu else {"use_gpu": False}
+    if llm_dtype is not None:
+        keys["llm_dtype"] = llm_dtype
+    return keys
+
+
 def build(config):
     """(model, few-shot train loader, valid loader, test loader), as the LLM trainer would see them."""
     _, train_data, valid_data, test_data = prepare_data(config)
@@ -16,19 +28,27 @@ def build(config):
     return model, few_shot_loader(train_data, config["train_sample_num"], config["seed"]), valid_data, test_data
 
 
-def first_batch(loader):
+def first_batch(loader, device=None):
+    """The loader's first interaction, on `device` when given (as RecBole's Trainer moves every batch)."""
     batch = next(iter(loader))
-    return batch[0] if isinstance(batch, tuple) else batch
+    batch = batch[0] if isinstance(batch, tuple) else batch
+    return batch if device is None else batch.to(device)
+
+
+def model_device(model):
+    return next(model.parameters()).device
 
 
 def train(model, loader, epochs=1, lr=0.01):
-    """AdamW over what trains, `epochs` passes over `loader`; leaves the model in eval mode."""
+    """AdamW over what trains, `epochs` passes over `loader` (batches on the model's device); leaves the model in
+    eval mode."""
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    device = model_device(model)
     model.train()
     for _ in range(epochs):
         for interaction in loader:
             optimizer.zero_grad()
-            model.calculate_loss(interaction).backward()
+            model.calculate_loss(interaction.to(device)).backward()
             optimizer.step()
     model.eval()
 

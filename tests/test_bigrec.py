@@ -12,7 +12,7 @@ from recbole_earn.model.score_blend import ScoreBlend, blend_scores
 from recbole_earn.quick_start import prepare_data, run_earn
 from recbole_earn.trainer import few_shot_loader
 
-from recommender_helpers import assert_checkpoint_restores_scores, build, first_batch, train
+from recommender_helpers import assert_checkpoint_restores_scores, build, device_keys, first_batch, train
 
 
 def bigrec_config(mini, model="EARNBIGRec", **overrides):
@@ -30,10 +30,10 @@ def bigrec_config(mini, model="EARNBIGRec", **overrides):
     return Config(model=model, dataset=mini["dataset"], config_dict=values)
 
 
-def test_training_lowers_the_loss(mini_ml100k):
-    config = bigrec_config(mini_ml100k)
+def test_training_lowers_the_loss(mini_ml100k, device):
+    config = bigrec_config(mini_ml100k, **device_keys(device))
     model, train_data, _, _ = build(config)
-    batch = first_batch(train_data)
+    batch = first_batch(train_data, device)
     model.eval()
     with torch.no_grad():
         before = model.calculate_loss(batch).item()
@@ -43,8 +43,9 @@ def test_training_lowers_the_loss(mini_ml100k):
     assert after < before
 
 
-def test_full_sort_run_returns_recbole_metrics(mini_ml100k):
-    values = dict(mini_ml100k["config"], llm_path="tiny-llama", epochs=1, train_sample_num=32, eval_batch_size=32)
+def test_full_sort_run_returns_recbole_metrics(mini_ml100k, device):
+    values = dict(mini_ml100k["config"], llm_path="tiny-llama", epochs=1, train_sample_num=32, eval_batch_size=32,
+                  **device_keys(device))
     result = run_earn(model="EARNBIGRec", dataset=mini_ml100k["dataset"], config_dict=values)
     for metric in ("recall@10", "ndcg@10", "recall@20", "ndcg@20"):
         assert 0.0 <= result["test_result"][metric] <= 1.0
@@ -54,51 +55,55 @@ def test_full_sort_run_returns_recbole_metrics(mini_ml100k):
     assert os.path.getsize(os.path.join(values["checkpoint_dir"], checkpoint[0])) < 2_000_000
 
 
-def test_sampled_evaluation(mini_ml100k):
+def test_sampled_evaluation(mini_ml100k, device):
     values = dict(
         mini_ml100k["config"],
         llm_path="tiny-llama",
         epochs=1,
         train_sample_num=16,
         eval_args={"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "uni20"},
+        **device_keys(device),
     )
     result = run_earn(model="BIGRec", dataset=mini_ml100k["dataset"], config_dict=values, saved=False)
     assert 0.0 <= result["test_result"]["ndcg@10"] <= 1.0
 
 
-def test_exact_title_is_grounded_first(mini_ml100k):
-    model, _, _, _ = build(bigrec_config(mini_ml100k))
+def test_exact_title_is_grounded_first(mini_ml100k, device):
+    model, _, _, _ = build(bigrec_config(mini_ml100k, **device_keys(device)))
     model.eval()
     titles = model.item_titles.titles
     unique = [i for i in range(1, len(titles)) if titles.count(titles[i]) == 1][:5]
     scores = model.ground([quote_title(titles[i]) for i in unique])  # [5, n_items]
     assert scores[:, 0].eq(float("-inf")).all()
     assert scores.argmax(dim=1).tolist() == unique
+    assert model.item_embeddings().device.type == device.type
+    model.to(device)  # a move (as quick_start.build_model's) drops what was cached from the weights on the old one
+    assert model._item_embeddings is None
 
 
-def test_earn_with_k_equal_n_matches_bigrec(mini_ml100k):
-    plain_config = bigrec_config(mini_ml100k, model="BIGRec")
+def test_earn_with_k_equal_n_matches_bigrec(mini_ml100k, device):
+    plain_config = bigrec_config(mini_ml100k, model="BIGRec", **device_keys(device))
     earn_config = bigrec_config(
-        mini_ml100k, model="EARNBIGRec", earn_k=4, n_prefix_registers=0, n_suffix_registers=0
+        mini_ml100k, model="EARNBIGRec", earn_k=4, n_prefix_registers=0, n_suffix_registers=0, **device_keys(device)
     )  # tiny-llama has 4 layers
     plain, train_data, _, test_data = build(plain_config)
     earn, _, _, _ = build(earn_config)
     assert earn.llm.earn_k == earn.llm.num_layers == plain.llm.earn_k
     plain.eval(), earn.eval()
-    batch = first_batch(train_data)
+    batch = first_batch(train_data, device)
     torch.testing.assert_close(earn.calculate_loss(batch), plain.calculate_loss(batch), rtol=0, atol=1e-6)
-    users = first_batch(test_data)
+    users = first_batch(test_data, device)
     torch.testing.assert_close(earn.full_sort_predict(users), plain.full_sort_predict(users), rtol=0, atol=1e-5)
 
 
-def test_checkpoint_round_trip_reproduces_scores(mini_ml100k, tmp_path):
-    config = bigrec_config(mini_ml100k)
+def test_checkpoint_round_trip_reproduces_scores(mini_ml100k, tmp_path, device):
+    config = bigrec_config(mini_ml100k, **device_keys(device))
     model, train_data, _, test_data = build(config)
     train(model, train_data)
     state = model.state_dict()
     assert any("lora_" in name for name in state) and "llm.registers" in state
     assert all(parameter.requires_grad for name, parameter in model.named_parameters() if name in state)
-    assert_checkpoint_restores_scores(config, model, first_batch(test_data), tmp_path / "checkpoint.pth")
+    assert_checkpoint_restores_scores(config, model, first_batch(test_data, device), tmp_path / "checkpoint.pth")
 
 
 def test_checkpoint_from_other_settings_is_refused(mini_ml100k):
@@ -109,11 +114,11 @@ def test_checkpoint_from_other_settings_is_refused(mini_ml100k):
         model.load_state_dict(state)
 
 
-def test_cold_user_with_empty_history_gets_a_prompt_and_scores(mini_ml100k):
-    model, _, _, test_data = build(bigrec_config(mini_ml100k))
+def test_cold_user_with_empty_history_gets_a_prompt_and_scores(mini_ml100k, device):
+    model, _, _, test_data = build(bigrec_config(mini_ml100k, **device_keys(device)))
     model.eval()
-    users = first_batch(test_data)[[0, 1]]
-    users[model.ITEM_SEQ_LEN] = torch.tensor([0, users[model.ITEM_SEQ_LEN][1].item()])
+    users = first_batch(test_data, device)[[0, 1]]
+    users[model.ITEM_SEQ_LEN] = torch.tensor([0, users[model.ITEM_SEQ_LEN][1].item()], device=device)
     assert model.prompts(users)[0] == model.prompter.head_ids + model.prompter.empty_history_ids + model.prompter.tail_ids
     scores = model.full_sort_predict(users)
     assert scores.shape == (2, model.n_items) and torch.isfinite(scores[:, 1:]).all()
@@ -144,15 +149,16 @@ def test_few_shot_sample_is_fixed_and_sized(mini_ml100k):
 
 
 # -- grounding options: popularity and a conventional model's scores ---------------------------------------------
-def test_popularity_gamma_moves_popular_items_up(mini_ml100k):
-    config = bigrec_config(mini_ml100k, model="BIGRec", popularity_gamma=1.0)
+def test_popularity_gamma_moves_popular_items_up(mini_ml100k, device):
+    config = bigrec_config(mini_ml100k, model="BIGRec", popularity_gamma=1.0, **device_keys(device))
     model, _, _, test_data = build(config)
     model.eval()
     _, train_data, _, _ = prepare_data(config)
     counts = torch.bincount(train_data._dataset.inter_feat["item_id"], minlength=model.n_items).float()
-    torch.testing.assert_close(model.popularity, counts / counts.max())  # training split, top item = 1
+    # training split, top item = 1; the buffer followed the model to its device
+    torch.testing.assert_close(model.popularity, (counts / counts.max()).to(device))
 
-    texts = model.generate_titles(first_batch(test_data))
+    texts = model.generate_titles(first_batch(test_data, device))
     adjusted = model.ground(texts)[:, 1:]  # [B, n_items - 1]
     model.gamma = 0.0
     plain = model.ground(texts)[:, 1:]
@@ -166,9 +172,11 @@ def test_popularity_gamma_moves_popular_items_up(mini_ml100k):
 
 
 @pytest.fixture
-def sasrec_checkpoint(mini_ml100k):
-    """A one-epoch tiny SASRec trained on the test dataset by run_earn, as `run_earn.py --model=SASRec` would."""
-    values = dict(mini_ml100k["config"], epochs=1, eval_step=0, hidden_size=16, inner_size=32, n_layers=1, n_heads=1)
+def sasrec_checkpoint(mini_ml100k, device):
+    """A one-epoch tiny SASRec trained on the test dataset by run_earn, as `run_earn.py --model=SASRec` would (on
+    the test's device)."""
+    values = dict(mini_ml100k["config"], epochs=1, eval_step=0, hidden_size=16, inner_size=32, n_layers=1, n_heads=1,
+                  **device_keys(device))
     run_earn(model="SASRec", dataset=mini_ml100k["dataset"], config_dict=dict(values, train_batch_size=512))
     folder = values["checkpoint_dir"]
     (name,) = [name for name in os.listdir(folder) if name.startswith("SASRec-")]
@@ -177,30 +185,33 @@ def sasrec_checkpoint(mini_ml100k):
 
 def saved_sasrec_scores(path, config, users):
     """[B, n_items]: the saved SASRec's own full-sort scores, rebuilt independently of BIGRec."""
-    checkpoint = torch.load(path, weights_only=False)
+    checkpoint = torch.load(path, weights_only=False, map_location=users[config["USER_ID_FIELD"]].device)
     _, train_data, _, _ = prepare_data(config)
     sasrec = SASRec(checkpoint["config"], train_data._dataset)
     sasrec.load_state_dict(checkpoint["state_dict"])
     with torch.no_grad():
-        return sasrec.eval().full_sort_predict(users)
+        return sasrec.to(users[config["USER_ID_FIELD"]].device).eval().full_sort_predict(users)
 
 
-def test_blend_weight_zero_is_the_llm_alone(mini_ml100k, sasrec_checkpoint):
-    plain, _, _, test_data = build(bigrec_config(mini_ml100k, model="BIGRec"))
+def test_blend_weight_zero_is_the_llm_alone(mini_ml100k, sasrec_checkpoint, device):
+    plain, _, _, test_data = build(bigrec_config(mini_ml100k, model="BIGRec", **device_keys(device)))
     blended, _, _, _ = build(
-        bigrec_config(mini_ml100k, model="BIGRec", blend_model_checkpoint=sasrec_checkpoint, blend_weight=0.0)
+        bigrec_config(mini_ml100k, model="BIGRec", blend_model_checkpoint=sasrec_checkpoint, blend_weight=0.0,
+                      **device_keys(device))
     )
     plain.eval(), blended.eval()
-    users = first_batch(test_data)
+    users = first_batch(test_data, device)
     torch.testing.assert_close(blended.full_sort_predict(users), plain.full_sort_predict(users), rtol=0, atol=0)
     assert blended.ranking_label() == plain.ranking_label() == "LLM"
 
 
-def test_blend_weight_one_ranks_as_the_conventional_model(mini_ml100k, sasrec_checkpoint):
-    config = bigrec_config(mini_ml100k, model="BIGRec", blend_model_checkpoint=sasrec_checkpoint, blend_weight=1.0)
+def test_blend_weight_one_ranks_as_the_conventional_model(mini_ml100k, sasrec_checkpoint, device):
+    config = bigrec_config(mini_ml100k, model="BIGRec", blend_model_checkpoint=sasrec_checkpoint, blend_weight=1.0,
+                           **device_keys(device))
     model, _, _, test_data = build(config)
     model.eval()
-    users = first_batch(test_data)
+    assert next(model.blend.model.parameters()).device.type == device.type  # loaded where the host runs
+    users = first_batch(test_data, device)
     scores = model.full_sort_predict(users)  # [B, n_items]
     reference = saved_sasrec_scores(sasrec_checkpoint, config, users)[:, 1:]  # [B, n_items - 1]
     assert scores[:, 0].eq(float("-inf")).all()
@@ -220,18 +231,19 @@ def reference_padded(scores):
     return torch.cat([torch.full_like(scores[:, :1], float("-inf")), scores], dim=1)
 
 
-def test_blend_is_scale_free_and_leaves_padding_out():
+def test_blend_is_scale_free_and_leaves_padding_out(device):
     torch.manual_seed(0)
-    llm = reference_padded(-torch.rand(3, 20) * 40.0)  # [3, 21]: negative distances
-    other = reference_padded(torch.randn(3, 20))  # [3, 21]: logits
+    llm = reference_padded(-torch.rand(3, 20) * 40.0).to(device)  # [3, 21]: negative distances
+    other = reference_padded(torch.randn(3, 20)).to(device)  # [3, 21]: logits
     blended = blend_scores(llm, other, 0.4)
     torch.testing.assert_close(blend_scores(llm * 0.01 - 3.0, other * 1000.0 + 5.0, 0.4), blended)
     assert blended[:, 0].eq(float("-inf")).all() and blended[:, 1:].min() >= 0 and blended[:, 1:].max() <= 1
     assert torch.equal(blend_scores(llm, other, 0.0)[:, 1:].argsort(), llm[:, 1:].argsort())
 
 
-def test_checkpoint_of_a_blended_bigrec_holds_no_blend_tensors(mini_ml100k, sasrec_checkpoint, tmp_path):
-    config = bigrec_config(mini_ml100k, model="BIGRec", blend_model_checkpoint=sasrec_checkpoint, blend_weight=0.5)
+def test_checkpoint_of_a_blended_bigrec_holds_no_blend_tensors(mini_ml100k, sasrec_checkpoint, tmp_path, device):
+    config = bigrec_config(mini_ml100k, model="BIGRec", blend_model_checkpoint=sasrec_checkpoint, blend_weight=0.5,
+                           **device_keys(device))
     model, train_data, _, test_data = build(config)
     sasrec_names = set(model.blend.model.state_dict())
     assert not any(parameter.requires_grad for parameter in model.blend.model.parameters())
@@ -240,7 +252,7 @@ def test_checkpoint_of_a_blended_bigrec_holds_no_blend_tensors(mini_ml100k, sasr
     state = model.state_dict()
     assert set(state) == model.trainable_names()
     assert not any(name.endswith(sasrec) or name.startswith("blend") for name in state for sasrec in sasrec_names)
-    assert_checkpoint_restores_scores(config, model, first_batch(test_data), tmp_path / "checkpoint.pth")
+    assert_checkpoint_restores_scores(config, model, first_batch(test_data, device), tmp_path / "checkpoint.pth")
 
 
 def test_missing_or_foreign_blend_checkpoint_is_refused(mini_ml100k, tmp_path):
@@ -260,8 +272,8 @@ def test_missing_or_foreign_blend_checkpoint_is_refused(mini_ml100k, tmp_path):
             ScoreBlend.from_config(config, dataset)
 
 
-def test_blend_checkpoint_of_another_dataset_or_model_is_refused(mini_ml100k, sasrec_checkpoint, tmp_path):
-    config = bigrec_config(mini_ml100k, model="BIGRec", blend_model_checkpoint=sasrec_checkpoint)
+def test_blend_checkpoint_of_another_dataset_or_model_is_refused(mini_ml100k, sasrec_checkpoint, tmp_path, device):
+    config = bigrec_config(mini_ml100k, model="BIGRec", blend_model_checkpoint=sasrec_checkpoint, **device_keys(device))
     _, train_data, _, _ = prepare_data(config)
     dataset = train_data._dataset
 

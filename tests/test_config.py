@@ -65,6 +65,13 @@ def test_users_eval_args_apply_to_every_model_and_keep_our_other_keys(tmp_path):
     assert pop["eval_args"] == dict(LEAVE_ONE_OUT, **random_split)
 
 
+def test_use_gpu_false_keeps_the_run_on_the_cpu(monkeypatch):
+    """RecBole 1.2.1 takes CUDA whenever gpu_id is set and CUDA is there; our Config also honours use_gpu: False."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine
+    assert Config(model="SASRec", dataset="ml-100k", config_dict={"use_gpu": False})["device"] == torch.device("cpu")
+    assert Config(model="SASRec", dataset="ml-100k")["device"] == torch.device("cuda")  # RecBole's own choice
+
+
 def test_sys_argv_is_not_parsed(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["pytest", "--epochs=999", "-q"])
     config = Config(model="SASRec", dataset="ml-100k")

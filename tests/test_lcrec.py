@@ -12,7 +12,7 @@ from recbole_earn.indexing.item_index import IndexSettings, build_item_index, co
 from recbole_earn.model.lcrec import index_folder, index_settings
 from recbole_earn.quick_start import run_earn
 
-from recommender_helpers import assert_checkpoint_restores_scores, build, first_batch, train
+from recommender_helpers import assert_checkpoint_restores_scores, build, device_keys, first_batch, train
 
 
 def lcrec_values(mini, **overrides):
@@ -84,24 +84,28 @@ def test_identical_items_are_told_apart_by_an_extra_code():
     assert len(prefixes) == 1  # identical embeddings share the RQ codes; the extra code separates them
 
 
-def test_constrained_decoding_only_yields_catalog_items(mini_ml100k):
-    model, _, _, test_data = build(lcrec_config(mini_ml100k))
+def test_constrained_decoding_only_yields_catalog_items(mini_ml100k, device_dtype):
+    device, dtype = device_dtype
+    model, _, _, test_data = build(lcrec_config(mini_ml100k, **device_keys(device, llm_dtype=dtype)))
     model.eval()
-    users = first_batch(test_data)
+    users = first_batch(test_data, device)
     for seed in range(3):  # random logits: large random rows for the code tokens
         torch.manual_seed(seed)
         with torch.no_grad():
             model.llm.added_tokens.input_rows.normal_(std=5.0)
         scores = model.full_sort_predict(users)  # [B, n_items]
+        assert scores.device.type == device.type
         finite = torch.isfinite(scores)
         assert not finite[:, 0].any()
         assert finite.sum(1).eq(model.num_beams).all()  # every beam is a distinct real item
 
 
-def test_beams_leave_out_the_users_past_items(mini_ml100k):
-    model, _, _, test_data = build(lcrec_config(mini_ml100k, exclude_history_items=True))
+def test_beams_leave_out_the_users_past_items(mini_ml100k, device_dtype):
+    device, dtype = device_dtype
+    model, _, _, test_data = build(lcrec_config(mini_ml100k, exclude_history_items=True,
+                                                **device_keys(device, llm_dtype=dtype)))
     model.eval()
-    users = first_batch(test_data)
+    users = first_batch(test_data, device)
     seen = model.seen_items(users)
     for row, history in enumerate(model.histories(users)):  # the prompt's history is part of what was seen
         assert {item - 1 for item in history} <= set(seen[row])
@@ -111,22 +115,26 @@ def test_beams_leave_out_the_users_past_items(mini_ml100k):
         assert torch.isfinite(scores[row]).sum() == model.num_beams  # every beam still reaches an item
 
 
-def test_code_tokens_start_near_the_text_of_their_items(mini_ml100k):
-    by_text, _, _, _ = build(lcrec_config(mini_ml100k, code_token_init="item_text"))
-    by_mean, _, _, _ = build(lcrec_config(mini_ml100k, code_token_init="mean"))
+def test_code_tokens_start_near_the_text_of_their_items(mini_ml100k, device_dtype):
+    device, dtype = device_dtype
+    keys = device_keys(device, llm_dtype=dtype)
+    by_text, _, _, _ = build(lcrec_config(mini_ml100k, code_token_init="item_text", **keys))
+    by_mean, _, _, _ = build(lcrec_config(mini_ml100k, code_token_init="mean", **keys))
     rows = by_text.llm.added_tokens.input_rows  # [codes, hidden]
+    vocabulary = by_text.llm.causal_lm.get_input_embeddings().weight[: by_text.llm.added_tokens.first_id]
+    assert rows.device.type == device.type and rows.dtype == vocabulary.dtype  # computed in fp32, kept in theirs
     assert torch.unique(by_mean.llm.added_tokens.input_rows, dim=0).shape[0] == 1  # one shared row
     used = sorted({offset for item in range(1, by_text.n_items) for offset in by_text.index.item_token_offsets(item)})
     assert torch.unique(rows[used], dim=0).shape[0] == len(used)  # every used code starts apart
-    vocabulary = by_text.llm.causal_lm.get_input_embeddings().weight[: by_text.llm.added_tokens.first_id]
-    torch.testing.assert_close(rows[used].norm(dim=-1).mean(), vocabulary.norm(dim=-1).mean(), rtol=1e-3, atol=0)
+    norms = [weights.float().norm(dim=-1).mean() for weights in (rows[used], vocabulary)]
+    torch.testing.assert_close(*norms, rtol=1e-3 if dtype == "float32" else 1e-2, atol=0)  # bf16: rounded rows
     with pytest.raises(ValueError, match="code_token_init must be one of"):
         build(lcrec_config(mini_ml100k, code_token_init="random"))
 
 
-def test_training_lowers_the_loss(mini_ml100k):
-    model, train_data, _, _ = build(lcrec_config(mini_ml100k))
-    batch = first_batch(train_data)
+def test_training_lowers_the_loss(mini_ml100k, device):
+    model, train_data, _, _ = build(lcrec_config(mini_ml100k, **device_keys(device)))
+    batch = first_batch(train_data, device)
     model.eval()
     with torch.no_grad():
         model.task_generator.manual_seed(0)
@@ -142,8 +150,8 @@ def test_training_lowers_the_loss(mini_ml100k):
     assert not any("embed_tokens" in name or "lm_head" in name for name in trained)
 
 
-def test_full_sort_run_returns_recbole_metrics(mini_ml100k):
-    values = lcrec_values(mini_ml100k, train_sample_num=32, eval_batch_size=32)
+def test_full_sort_run_returns_recbole_metrics(mini_ml100k, device):
+    values = lcrec_values(mini_ml100k, train_sample_num=32, eval_batch_size=32, **device_keys(device))
     result = run_earn(model="EARNLCRec", dataset=mini_ml100k["dataset"], config_dict=values)
     for metric in ("recall@5", "ndcg@5", "recall@10", "ndcg@10"):
         assert 0.0 <= result["test_result"][metric] <= 1.0
@@ -152,42 +160,44 @@ def test_full_sort_run_returns_recbole_metrics(mini_ml100k):
     assert os.path.getsize(os.path.join(values["checkpoint_dir"], checkpoint[0])) < 2_000_000
 
 
-def test_earn_with_k_equal_n_matches_lcrec(mini_ml100k):
-    plain, train_data, _, test_data = build(lcrec_config(mini_ml100k, model="LCRec"))
-    earn, _, _, _ = build(lcrec_config(mini_ml100k, earn_k=4, n_prefix_registers=0, n_suffix_registers=0))
+def test_earn_with_k_equal_n_matches_lcrec(mini_ml100k, device):
+    keys = device_keys(device)
+    plain, train_data, _, test_data = build(lcrec_config(mini_ml100k, model="LCRec", **keys))
+    earn, _, _, _ = build(lcrec_config(mini_ml100k, earn_k=4, n_prefix_registers=0, n_suffix_registers=0, **keys))
     plain.eval(), earn.eval()
-    batch = first_batch(train_data)
+    batch = first_batch(train_data, device)
     plain.task_generator.manual_seed(0), earn.task_generator.manual_seed(0)
     torch.testing.assert_close(earn.calculate_loss(batch), plain.calculate_loss(batch), rtol=0, atol=1e-6)
-    users = first_batch(test_data)
+    users = first_batch(test_data, device)
     torch.testing.assert_close(earn.full_sort_predict(users), plain.full_sort_predict(users), rtol=0, atol=1e-5)
 
 
-def test_checkpoint_round_trip_reproduces_scores(mini_ml100k, tmp_path):
-    config = lcrec_config(mini_ml100k)
+def test_checkpoint_round_trip_reproduces_scores(mini_ml100k, tmp_path, device):
+    config = lcrec_config(mini_ml100k, **device_keys(device))
     model, train_data, _, test_data = build(config)
     train(model, train_data)
     state = model.state_dict()
     assert "llm.added_tokens.input_rows" in state and "llm.registers" in state
     # the reload builds with another seed: the item index does not depend on the run seed
-    assert_checkpoint_restores_scores(config, model, first_batch(test_data), tmp_path / "checkpoint.pth")
+    assert_checkpoint_restores_scores(config, model, first_batch(test_data, device), tmp_path / "checkpoint.pth")
 
 
-def test_predict_scores_each_users_candidates_like_one_sequence_each(mini_ml100k):
-    model, _, _, test_data = build(lcrec_config(mini_ml100k))
-    users = first_batch(test_data)
+def test_predict_scores_each_users_candidates_like_one_sequence_each(mini_ml100k, device):
+    model, _, _, test_data = build(lcrec_config(mini_ml100k, **device_keys(device)))
+    users = first_batch(test_data, device)
     # sampled evaluation's layout: several rows (candidate items) per user, users with different counts
-    rows = torch.tensor([0, 0, 0, 1, 1, 0])
+    rows = torch.tensor([0, 0, 0, 1, 1, 0], device=device)
     interaction = users[rows]
-    interaction[model.ITEM_ID] = torch.tensor([3, 7, 11, 5, 2, 9])
+    interaction[model.ITEM_ID] = torch.tensor([3, 7, 11, 5, 2, 9], device=device)
     expected = model.llm.response_log_probs(model.prompts(interaction),
                                             [model.code_ids[i] for i in interaction[model.ITEM_ID].tolist()])
     torch.testing.assert_close(model.predict(interaction), expected, rtol=1e-4, atol=1e-4)
 
 
-def test_sampled_evaluation(mini_ml100k):
+def test_sampled_evaluation(mini_ml100k, device):
     values = lcrec_values(mini_ml100k, train_sample_num=16,
-                          eval_args={"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "uni20"})
+                          eval_args={"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "uni20"},
+                          **device_keys(device))
     result = run_earn(model="LCRec", dataset=mini_ml100k["dataset"], config_dict=values, saved=False)
     assert 0.0 <= result["test_result"]["ndcg@10"] <= 1.0
 

@@ -113,11 +113,11 @@ def _trie_sequences(seed, n_items=12, depth=3):
 
 
 @pytest.mark.parametrize("k", [1, 4])
-def test_constrained_beam_search_finds_all_items_with_exact_scores(k):
+def test_constrained_beam_search_finds_all_items_with_exact_scores(k, device):
     """With at least as many beams as items, every item comes out, scored by its teacher-forced, trie-normalised
     log-probability, best first."""
     torch.manual_seed(0)
-    model = earn_model(earn_k=k)
+    model = earn_model(earn_k=k, device=device)
     items = _trie_sequences(0, n_items=6)
     trie = TokenTrie(items)
     prompts = random_prompts(2, 4, 10, seed=6)
@@ -133,9 +133,9 @@ def test_constrained_beam_search_finds_all_items_with_exact_scores(k):
         assert results[-1][1] == float("-inf") and results[-1][0] == []
 
 
-def test_constrained_matches_brute_force_best_item():
+def test_constrained_matches_brute_force_best_item(device):
     torch.manual_seed(0)
-    model = earn_model(earn_k=1)
+    model = earn_model(earn_k=1, device=device)
     items = [(1000, 1001, 1002, model.eos_token_id), (1000, 1003, model.eos_token_id),
              (1004, 1005, 1006, 1007, model.eos_token_id)]  # different lengths, ended by EOS
     trie = TokenTrie(items)
@@ -166,11 +166,11 @@ def test_constrained_beam_search_only_produces_trie_sequences(items, num_beams, 
 
 
 @pytest.mark.parametrize("k", [1, 4])
-def test_excluded_sequences_never_come_out_and_the_others_keep_their_scores(k):
+def test_excluded_sequences_never_come_out_and_the_others_keep_their_scores(k, device):
     """Excluding some items per prompt removes exactly those from the beams; every other item keeps the score it
     has without exclusion (the trie-normalised log-probability), so the beams go to the next-best items."""
     torch.manual_seed(0)
-    model = earn_model(earn_k=k)
+    model = earn_model(earn_k=k, device=device)
     items = _trie_sequences(0, n_items=6)
     trie = TokenTrie(items)
     prompts = random_prompts(2, 4, 10, seed=6)
@@ -182,6 +182,35 @@ def test_excluded_sequences_never_come_out_and_the_others_keep_their_scores(k):
         expected = {tuple(seq): score for seq, score in all_results if tuple(seq) not in {items[i] for i in banned}}
         assert set(found) == set(expected)
         assert all(abs(found[seq] - expected[seq]) <= 1e-4 for seq in found)
+
+
+def test_exclusion_mask_marks_excluded_leaves_and_exhausted_subtrees(device):
+    trie = TokenTrie([[1, 2], [1, 3], [4, 5]]).to(device)  # root -1-> a -2-> leaf, a -3-> leaf; root -4-> b -5-> leaf
+    node_a, node_b = (int(trie.children_nodes[0, c]) for c in range(2))
+    leaves = trie.end_nodes.tolist()
+    mask = trie.exclusion_mask([[0, 1], torch.tensor([2], device=device), []])  # lists or tensors of indices
+    assert mask.device.type == device.type and mask.shape == (3, len(trie.n_children))
+    marked = [set(row.nonzero()[:, 0].tolist()) for row in mask]
+    assert marked == [{leaves[0], leaves[1], node_a}, {leaves[2], node_b}, set()]  # the root always stays open
+
+
+def test_engine_runs_on_the_backbones_device_and_dtype(device_dtype):
+    """A tiny backbone built straight on a device and dtype: EARNModel's registers follow it, and batches, the trie
+    and the outputs of beam search go where the model is (the engine takes its device from the registers)."""
+    device, dtype = device_dtype
+    model = earn_model(earn_k=1, n_prefix=1, n_suffix=1, device=device, dtype=getattr(torch, dtype))
+    weight = model.causal_lm.get_input_embeddings().weight
+    assert weight.device.type == model.registers.device.type == device.type and model.registers.dtype == weight.dtype
+    items = _trie_sequences(0, n_items=6)
+    trie = TokenTrie(items)  # built on the CPU
+    prompts = random_prompts(2, 4, 10, seed=6)
+    assert model.make_batch(prompts).input_ids.device.type == device.type
+    out = constrained_beam_search(model, prompts, trie, num_beams=3, excluded=[[0], [1, 2]])
+    assert trie.children_tokens.device.type == device.type
+    assert {out.sequences.device.type, out.scores.device.type, out.lengths.device.type} == {device.type}
+    for results, banned in zip(out.as_lists(), [[0], [1, 2]]):
+        produced = [tuple(seq) for seq, score in results if score > float("-inf")]
+        assert len(produced) == 3 and set(produced) <= set(items) - {items[i] for i in banned}
 
 
 def test_trie_rejects_prefixes_and_empty_input():

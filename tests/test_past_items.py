@@ -15,6 +15,8 @@ from recbole_earn.config import Config
 from recbole_earn.data.past_items import past_items_by_user
 from recbole_earn.quick_start import prepare_data
 
+from recommender_helpers import device_keys
+
 TINY_SASREC = {"hidden_size": 8, "inner_size": 16, "n_layers": 1, "n_heads": 1, "eval_batch_size": 16}
 
 
@@ -81,10 +83,11 @@ def test_general_models_past_items_are_recboles_history(mini_ml100k):
 
 def evaluate_past_first(config, past_score=1e6):
     """Test metrics of SASRec scoring like a model that ranks the user's own history first (`past_score`), then
-    items by their popularity in the training split."""
+    items by their popularity in the training split (on config["device"], where RecBole's Trainer puts batches)."""
     _, train, _, test = prepare_data(config)
-    model = config.model_class(config, train._dataset).eval()
+    model = config.model_class(config, train._dataset).to(config["device"]).eval()
     popularity = torch.bincount(train._dataset.inter_feat["item_id"], minlength=train._dataset.item_num).float()
+    popularity = popularity.to(config["device"])
 
     def past_first(interaction):
         scores = popularity.repeat(len(interaction), 1)
@@ -94,22 +97,23 @@ def evaluate_past_first(config, past_score=1e6):
     return Trainer(config, model).evaluate(test, load_best_model=False)
 
 
-def test_excluded_past_items_never_reach_the_ranking(mini_ml100k):
-    excluded = evaluate_past_first(make_config(mini_ml100k, "SASRec"))
-    ranked = evaluate_past_first(make_config(mini_ml100k, "SASRec", exclude_history_items=False))
+def test_excluded_past_items_never_reach_the_ranking(mini_ml100k, device):
+    keys = device_keys(device)
+    excluded = evaluate_past_first(make_config(mini_ml100k, "SASRec", **keys))
+    ranked = evaluate_past_first(make_config(mini_ml100k, "SASRec", exclude_history_items=False, **keys))
 
     assert ranked["recall@10"] == 0.0  # every user has >= 10 past items, none of them the answer
     assert excluded["recall@10"] > 0.0  # the same scores with past items left out: popularity's hits count
-    assert excluded == evaluate_past_first(make_config(mini_ml100k, "SASRec"), past_score=0.0)
+    assert excluded == evaluate_past_first(make_config(mini_ml100k, "SASRec", **keys), past_score=0.0)
 
 
-def test_off_is_recboles_own_evaluation(mini_ml100k):
-    config = make_config(mini_ml100k, "SASRec", exclude_history_items=False)
+def test_off_is_recboles_own_evaluation(mini_ml100k, device):
+    config = make_config(mini_ml100k, "SASRec", exclude_history_items=False, **device_keys(device))
     _, _, _, ours = prepare_data(config)
     assert all(history is None for _, history, _, _ in ours)
     _, _, recboles = data_preparation(config, create_dataset(config))
 
-    model = config.model_class(config, ours._dataset).eval()
+    model = config.model_class(config, ours._dataset).to(config["device"]).eval()
     trainer = Trainer(config, model)
     assert trainer.evaluate(ours, load_best_model=False) == trainer.evaluate(recboles, load_best_model=False)
 

@@ -5,11 +5,14 @@ import logging
 import math
 
 import pytest
+import torch
 
 from recbole_earn.config import Config
 from recbole_earn.quick_start import build_model, prepare_data
-from recbole_earn.trainer import LLMTrainer, few_shot_loader
+from recbole_earn.trainer import BudgetedBatches, LLMTrainer, few_shot_loader
 from recbole_earn.training_progress import TrainingProgress, lr_factor
+
+from recommender_helpers import device_keys, model_device
 
 
 def test_lr_factor_warms_up_then_decays():
@@ -64,8 +67,27 @@ def fit(config):
     return trainer, train_data
 
 
-def test_schedule_reaches_the_optimizer_and_every_validation_is_recorded(mini_ml100k):
-    trainer, _ = fit(tiny_config(mini_ml100k, lr_scheduler="linear", warmup_ratio=0.25))
+def test_budget_flag_is_reduced_on_the_process_groups_device(device, monkeypatch):
+    """Multi-process runs agree on the budget with an all_reduce, whose tensor must be on the group's device
+    (nccl takes CUDA tensors only); a single process needs no tensor at all."""
+    reduced = []
+    monkeypatch.setattr(torch.distributed, "all_reduce", lambda tensor, op=None: reduced.append(tensor.device))
+    now = [0.0]
+    progress = TrainingProgress(planned_steps=10, batch_size=1, time_budget_s=1.0, clock=lambda: now[0])
+    assert list(BudgetedBatches([1, 2], progress, distributed=True, device=device)) == [1, 2]
+    assert reduced == [device, device]
+    progress.start_step()
+    now[0] += 2.0
+    progress.end_step(1)  # the budget is spent: no more batches
+    assert list(BudgetedBatches([1, 2], progress, distributed=False, device=device)) == []
+    assert len(reduced) == 2
+
+
+def test_schedule_reaches_the_optimizer_and_every_validation_is_recorded(mini_ml100k, device_dtype):
+    device, dtype = device_dtype
+    trainer, _ = fit(tiny_config(mini_ml100k, lr_scheduler="linear", warmup_ratio=0.25,
+                                 **device_keys(device, llm_dtype=dtype)))
+    assert trainer.device.type == model_device(trainer.model).type == device.type
     assert trainer.progress.steps == 8 and trainer.progress.examples == 32  # 2 epochs x 16 examples / batch 4
     # the last step ran at progress 7/8: linear decay after a quarter of warm-up leaves 1/6 of the rate
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.01 * (1 - (7 / 8 - 0.25) / 0.75))
@@ -74,8 +96,8 @@ def test_schedule_reaches_the_optimizer_and_every_validation_is_recorded(mini_ml
     assert all(point["train_seconds"] > 0 and "ndcg@2" in point["valid_result"] for point in curve)
 
 
-def test_time_budget_stops_training_at_the_next_step(mini_ml100k):
-    trainer, _ = fit(tiny_config(mini_ml100k, epochs=50, train_time_budget_s=1e-6))
+def test_time_budget_stops_training_at_the_next_step(mini_ml100k, device):
+    trainer, _ = fit(tiny_config(mini_ml100k, epochs=50, train_time_budget_s=1e-6, **device_keys(device)))
     assert trainer.progress.steps == 1  # the first step spends the budget; its epoch ends, no other starts
     assert len(trainer.training_curve) == 1  # the last epoch is still validated
 

@@ -32,11 +32,10 @@ class GenerationOutput:
 
     def as_lists(self):
         """Per prompt, per beam: (token ids up to the beam's length, score)."""
-        out = []
-        for b in range(self.sequences.shape[0]):
-            out.append([(self.sequences[b, j, : int(self.lengths[b, j])].tolist(), float(self.scores[b, j]))
-                        for j in range(self.sequences.shape[1])])
-        return out
+        # One copy to the host for the whole output (on a GPU, indexing element by element syncs each time).
+        sequences, scores, lengths = self.sequences.tolist(), self.scores.tolist(), self.lengths.tolist()
+        return [[(beams[j][: lengths[b][j]], scores[b][j]) for j in range(len(beams))]
+                for b, beams in enumerate(sequences)]
 
 
 def beam_search(model, prompts: Sequence[Sequence[int]], num_beams: int = 4, max_new_tokens: int = 16,

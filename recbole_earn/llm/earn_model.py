@@ -80,7 +80,9 @@ class EARNModel(nn.Module):
         embed_weight = lm.get_input_embeddings().weight
         scale = embed_weight.detach().float().std().item()
         registers = torch.randn(self.n_prefix_registers + self.n_suffix_registers, embed_weight.shape[1]) * scale
-        self.registers = nn.Parameter(registers.to(embed_weight.dtype))
+        # Drawn on the CPU (the same values on every device), then put where the backbone is: the engine takes its
+        # device from the registers.
+        self.registers = nn.Parameter(registers.to(device=embed_weight.device, dtype=embed_weight.dtype))
         self.added_tokens = None  # AddedTokenRows once add_tokens() is called
         install_earn_attention(lm)
         install_weight_major_linear(lm)  # decoding steps' few rows stream the weights faster (small_batch_linear.py)

@@ -73,8 +73,11 @@ class TokenTrie:
         leaves are listed, so that beam search never enters a subtree with nothing left to produce."""
         device = self.end_nodes.device
         mask = torch.zeros((len(sequence_indices), len(self.n_children)), dtype=torch.bool, device=device)
-        for row, indices in enumerate(sequence_indices):
-            mask[row, self.end_nodes[torch.as_tensor(indices, dtype=torch.long, device=device)]] = True
+        # Every row's indices gathered on the host, then one copy to the trie's device (not one per row).
+        per_row = [torch.as_tensor(indices, dtype=torch.long, device="cpu").reshape(-1) for indices in sequence_indices]
+        if per_row:
+            rows = torch.repeat_interleave(torch.arange(len(per_row)), torch.tensor([len(i) for i in per_row]))
+            mask[rows.to(device), self.end_nodes[torch.cat(per_row).to(device)]] = True
         for nodes in reversed(self.internal_nodes_by_depth):  # deepest first: children are settled before parents
             children = self.children_nodes[nodes]  # [n, C], -1 = none
             child_excluded = mask[:, children.clamp(min=0)] | (children < 0)  # [B, n, C]

@@ -140,7 +140,7 @@ class LCRec(LLMRecommender):
             vocabulary = weight[:added.first_id].float()  # [V, hidden]
             titles = torch.stack([vocabulary[ids].mean(0) for ids in self.title_ids[1:]])  # [items, hidden]
             sums = torch.zeros(rows.shape, dtype=torch.float32, device=rows.device)  # [codes, hidden]
-            counts = torch.zeros(rows.shape[0], device=rows.device)
+            counts = torch.zeros(rows.shape[0], dtype=torch.float32, device=rows.device)
             for item_vector, offsets in zip(titles, item_offsets):
                 sums[offsets] += item_vector
                 counts[offsets] += 1
@@ -218,13 +218,14 @@ class LCRec(LLMRecommender):
         output = constrained_beam_search(self.llm, self.prompts(interaction), self.trie, num_beams=self.num_beams,
                                          excluded=excluded)
         self.record_generation(output, num_users=output.sequences.shape[0])
-        scores = torch.full((output.sequences.shape[0], self.n_items), float("-inf"), device=output.scores.device)
+        # Filled on the host, element by element, then moved once (on a GPU each element write would be a launch).
+        scores = torch.full((output.sequences.shape[0], self.n_items), float("-inf"))
         for row, beams in enumerate(output.as_lists()):
             for ids, score in beams:
                 item = self.item_of_code.get(tuple(ids))
                 if item is not None and score > scores[row, item]:
                     scores[row, item] = score
-        return scores
+        return scores.to(output.scores.device)
 
     @torch.no_grad()
     def predict(self, interaction):

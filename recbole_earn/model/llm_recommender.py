@@ -76,6 +76,10 @@ class LLMRecommender(SequentialRecommender):
         lengths = interaction[self.ITEM_SEQ_LEN].tolist()  # [B]
         return [seq[:length] for seq, length in zip(item_seq, lengths)]
 
+    def ranking_label(self):
+        """What the scores come from, for result tables (a subclass that blends in other scores says so)."""
+        return "LLM"
+
     # -- inference statistics, for comparison tables ----------------------------------------------------------
     def reset_inference_stats(self):
         """Zero the counters that `record_generation` accumulates."""
@@ -122,6 +126,14 @@ class LLMRecommender(SequentialRecommender):
         if mode:
             self.on_weights_changed()  # training is about to change the weights
         return super().train(mode)
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to() / .cuda() / .half() (quick_start.build_model moves the model to config["device"]): parameters and
+        # buffers (e.g. BIGRec's popularity) follow by themselves; a cache computed from the weights (BIGRec's item
+        # embeddings) is on the old device or dtype, so it is dropped. (LC-Rec's trie moves at each beam search.)
+        result = super()._apply(fn, *args, **kwargs)
+        self.on_weights_changed()
+        return result
 
     def on_weights_changed(self):
         """Drop whatever a subclass caches from the current weights (e.g. item embeddings)."""

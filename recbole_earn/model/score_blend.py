@@ -52,8 +52,13 @@ class ScoreBlend:
         """[B, n_items] LLM scores -> [B, n_items] blended scores for the same rows of `interaction`."""
         if self.weight == 0.0:
             return llm_scores
+        # It runs where its weights are (config["device"], where RecBole also puts the host and the batches), and its
+        # scores join the LLM's where those are: both moves are no-ops unless someone moved one model alone.
+        weights = next(self.model.parameters(), None)
+        if weights is not None:
+            interaction = interaction.to(weights.device)
         other = self.model.full_sort_predict(interaction).view(llm_scores.shape)  # some models return [B * n_items]
-        return blend_scores(llm_scores, other, self.weight)
+        return blend_scores(llm_scores, other.to(llm_scores.device), self.weight)
 
 
 def min_max_rows(scores):
