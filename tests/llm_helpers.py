@@ -83,14 +83,14 @@ def reference_beam_search(model, prompt, num_beams, max_new_tokens):
 
 
 @torch.no_grad()
-def teacher_forced_score(model, prompt, sequence, trie=None):
-    """Summed log-probability of `sequence` after `prompt` by a full forward; with a trie, each step's softmax is
-    over the tokens the trie allows there (the constrained decoder's scoring)."""
+def teacher_forced_score(model, prompt, sequence, trie=None, normalise="vocabulary"):
+    """Summed log-probability of `sequence` after `prompt` by a full forward; with a trie and normalise="trie",
+    each step's softmax is over the tokens the trie allows there (the constrained decoder's renormalised scores)."""
     batch = model.make_batch([prompt], [sequence], add_eos=False)
     logits = model.kept_logits(batch)[0, -len(sequence) - 1:-1].float()  # [T, vocab]: predict sequence[t]
     total, node = 0.0, 0
     for t, token in enumerate(sequence):
-        if trie is None:
+        if trie is None or normalise == "vocabulary":
             total += torch.log_softmax(logits[t], -1)[token].item()
         else:
             allowed = trie.children_tokens[node]

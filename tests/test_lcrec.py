@@ -8,6 +8,7 @@ import torch
 
 from recbole_earn.config import Config
 from recbole_earn.data.item_text import item_descriptions
+from recbole_earn.indexing.collaborative import matrix_digest, user_item_matrix
 from recbole_earn.indexing.item_index import IndexSettings, build_item_index, codes_from_embeddings
 from recbole_earn.model.lcrec import index_folder, index_settings
 from recbole_earn.quick_start import run_earn
@@ -67,9 +68,12 @@ def test_every_item_gets_a_unique_id_and_the_index_round_trips(mini_ml100k):
     dataset = train_data._dataset
     texts = item_descriptions(dataset, model.item_titles.titles, config["item_text_fields"])
     assert texts[1].startswith(model.item_titles.titles[1] + "; release_year: ")
+    interactions = user_item_matrix(model.training_items, model.n_items)[:, 1:]
     again = build_item_index(texts, list(dataset.field2id_token[dataset.iid_field]), must_not_embed,
-                             index_settings(config), folder, config["dataset"], str(config["llm_path"]))
+                             index_settings(config), folder, config["dataset"], str(config["llm_path"]),
+                             collaborative=must_not_embed, interactions_digest=matrix_digest(interactions))
     assert again.codes == model.index.codes
+    assert stored["key"]["collaborative_weight"] == config["index_collaborative_weight"] > 0
 
 
 def test_identical_items_are_told_apart_by_an_extra_code():

@@ -112,22 +112,23 @@ def _trie_sequences(seed, n_items=12, depth=3):
     return sorted({tuple(c) for c in codes})
 
 
+@pytest.mark.parametrize("normalise", ["vocabulary", "trie"])
 @pytest.mark.parametrize("k", [1, 4])
-def test_constrained_beam_search_finds_all_items_with_exact_scores(k, device):
-    """With at least as many beams as items, every item comes out, scored by its teacher-forced, trie-normalised
-    log-probability, best first."""
+def test_constrained_beam_search_finds_all_items_with_exact_scores(k, normalise, device):
+    """With at least as many beams as items, every item comes out, scored by its teacher-forced log-probability
+    (over the whole vocabulary, or renormalised over the trie's allowed tokens), best first."""
     torch.manual_seed(0)
     model = earn_model(earn_k=k, device=device)
     items = _trie_sequences(0, n_items=6)
     trie = TokenTrie(items)
     prompts = random_prompts(2, 4, 10, seed=6)
-    out = constrained_beam_search(model, prompts, trie, num_beams=len(items) + 2)
+    out = constrained_beam_search(model, prompts, trie, num_beams=len(items) + 2, normalise=normalise)
     for i, prompt in enumerate(prompts):
         results = out.as_lists()[i]
         found = [tuple(seq) for seq, score in results if score > float("-inf")]
         assert sorted(found) == sorted(items)
         for seq, score in results[: len(items)]:
-            assert abs(score - teacher_forced_score(model, prompt, seq, trie)) <= 1e-3
+            assert abs(score - teacher_forced_score(model, prompt, seq, trie, normalise)) <= 1e-3
         scores = [score for _, score in results]
         assert scores == sorted(scores, reverse=True)
         assert results[-1][1] == float("-inf") and results[-1][0] == []

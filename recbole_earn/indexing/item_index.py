@@ -41,6 +41,8 @@ class IndexSettings:
     epochs: int = 500
     seed: int = 2020
     sinkhorn_epsilon: float = 0.05
+    collaborative_weight: float = 0.0  # weight of the collaborative vectors beside the text embeddings; 0 = text only
+    collaborative_dim: int = 32
 
     def effective_codebook_size(self, num_items: int) -> int:
         """Codes per level: the requested size, but at most a quarter of the catalog (at least 2), so that the
@@ -112,12 +114,32 @@ def index_path(folder: str, dataset_name: str, key: Dict[str, object]) -> str:
     return os.path.join(folder, f"{dataset_name}.item-index.{digest}.json")
 
 
-def codes_from_embeddings(embeddings: torch.Tensor, settings: IndexSettings, log=None) -> ItemIndex:
-    """The unique code lists of items with embeddings [n, dim] (rows in internal-id order, padding excluded)."""
+def standardise(x: torch.Tensor) -> torch.Tensor:
+    return (x - x.mean(0)) / x.std(0).clamp(min=1e-6)  # a few hidden dimensions are huge
+
+
+def index_features(embeddings: torch.Tensor, collaborative: Optional[torch.Tensor], weight: float) -> torch.Tensor:
+    """What the RQ-VAE encodes: the standardised text embeddings [n, dim], or with collaborative vectors [n, c] and
+    weight w > 0, both blocks centred, side by side [n, dim + c], their total variances in the ratio 1 : w^2 and
+    the whole at unit variance per column on average, as the text alone (the RQ-VAE collapses on tiny inputs)."""
+    text = standardise(embeddings.float())
+    if not weight:
+        return text
+    if collaborative is None or collaborative.shape[0] != text.shape[0]:
+        raise ValueError("collaborative_weight > 0 needs one collaborative vector per item")
+    blocks = [text, collaborative.float() - collaborative.float().mean(0)]
+    scaled = [block / block.var(0).sum().sqrt().clamp(min=1e-6) for block in blocks]  # total variance 1 each
+    columns = text.shape[1] + blocks[1].shape[1]
+    return torch.cat([scaled[0], weight * scaled[1]], dim=1) * (columns / (1.0 + weight ** 2)) ** 0.5
+
+
+def codes_from_embeddings(embeddings: torch.Tensor, settings: IndexSettings, log=None,
+                          collaborative: Optional[torch.Tensor] = None) -> ItemIndex:
+    """The unique code lists of items with embeddings [n, dim] (rows in internal-id order, padding excluded), and
+    collaborative vectors [n, c] where settings.collaborative_weight > 0."""
     n = embeddings.shape[0]
     size = settings.effective_codebook_size(n)
-    x = embeddings.float()
-    x = (x - x.mean(0)) / x.std(0).clamp(min=1e-6)  # standardised: a few hidden dimensions are huge
+    x = index_features(embeddings, collaborative, settings.collaborative_weight)
     model = train_rqvae(x, settings.levels, size, code_dim=settings.code_dim, epochs=settings.epochs,
                         seed=settings.seed, log=log)
     with torch.no_grad():
@@ -141,11 +163,14 @@ def codes_from_embeddings(embeddings: torch.Tensor, settings: IndexSettings, log
 
 
 def build_item_index(item_texts: List[str], item_tokens: List[str], embed, settings: IndexSettings, folder: str,
-                     dataset_name: str, backbone_name: str, logger: Optional[logging.Logger] = None) -> ItemIndex:
+                     dataset_name: str, backbone_name: str, logger: Optional[logging.Logger] = None,
+                     collaborative=None, interactions_digest: Optional[str] = None) -> ItemIndex:
     """The item index of a dataset, loaded from `folder` when one with the same key exists, else built and saved.
 
     item_texts / item_tokens: per internal item id (index 0 is padding), the text to embed and the raw item id.
     embed: texts -> [n, dim] embeddings (called only when the index must be built).
+    collaborative: () -> [n, c] collaborative vectors of the same items, and interactions_digest what they were
+    computed from; needed when settings.collaborative_weight > 0.
     """
     logger = logger or logging.getLogger(__name__)
     key = {
@@ -154,6 +179,12 @@ def build_item_index(item_texts: List[str], item_tokens: List[str], embed, setti
         "backbone": backbone_name,
         **{name: getattr(settings, name) for name in settings.__dataclass_fields__},
     }
+    if not settings.collaborative_weight:  # text-only keys stay as they were, so existing indexes are reused
+        key.pop("collaborative_weight"), key.pop("collaborative_dim")
+    elif collaborative is None or interactions_digest is None:
+        raise ValueError("collaborative_weight > 0 needs the collaborative vectors and their interactions' digest")
+    else:
+        key["interactions"] = interactions_digest
     path = index_path(folder, dataset_name, key)
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as handle:
@@ -164,7 +195,8 @@ def build_item_index(item_texts: List[str], item_tokens: List[str], embed, setti
             return index
     logger.info(f"item index: embedding {len(item_texts) - 1} item texts with {backbone_name}")
     embeddings = embed(item_texts[1:])
-    index = codes_from_embeddings(embeddings, settings, log=logger.info)
+    vectors = collaborative() if settings.collaborative_weight else None
+    index = codes_from_embeddings(embeddings, settings, log=logger.info, collaborative=vectors)
     stats = index.stats
     logger.info(
         f"item index: {settings.levels} levels x {stats['codebook_size']} codes; collision rate "

@@ -19,6 +19,9 @@ import torch
 from .trie import TokenTrie
 
 
+NORMALISERS = ("vocabulary", "trie")
+
+
 @dataclass
 class GenerationOutput:
     sequences: torch.Tensor  # [B, beams, T] generated token ids, pad after a beam's end; beams best first
@@ -41,12 +44,16 @@ class GenerationOutput:
 def beam_search(model, prompts: Sequence[Sequence[int]], num_beams: int = 4, max_new_tokens: int = 16,
                 trie: Optional[TokenTrie] = None, eos_token_id: Optional[int] = None,
                 stop_at_eos: bool = True, share_prompt_cache: bool = True,
-                excluded: Optional[Sequence[Sequence[int]]] = None) -> GenerationOutput:
+                excluded: Optional[Sequence[Sequence[int]]] = None, normalise: str = "vocabulary") -> GenerationOutput:
     """Beam search for every prompt of the batch. With `trie`, only sequences of the trie are produced (and
     max_new_tokens may be None: the trie's depth). eos_token_id defaults to the model's (ignored with a trie: a
     trie leaf ends a beam). share_prompt_cache=False copies the prompt's KV into every beam (for measurements).
     excluded (with a trie): per prompt, indices of trie sequences it must not produce (e.g. items already seen);
-    their completions score -inf, so the beams go to the other sequences."""
+    their completions score -inf, so the beams go to the other sequences. normalise (with a trie): "vocabulary"
+    (each step's log-softmax over the whole vocabulary, the model's own probability) or "trie" (over the allowed
+    tokens only)."""
+    if normalise not in NORMALISERS:
+        raise ValueError(f"normalise must be one of {', '.join(NORMALISERS)}, got {normalise!r}")
     if num_beams < 1:
         raise ValueError(f"num_beams must be >= 1, got {num_beams}")
     if trie is not None:
@@ -62,7 +69,7 @@ def beam_search(model, prompts: Sequence[Sequence[int]], num_beams: int = 4, max
         with torch.inference_mode():
             banned = None if trie is None or excluded is None else trie.exclusion_mask(excluded)
             return _beam_search(model, prompts, num_beams, max_new_tokens, trie, eos if stop_at_eos else None, pad,
-                                share_prompt_cache, banned)
+                                share_prompt_cache, banned, normalise)
     finally:
         model.train(was_training)
 
@@ -74,34 +81,42 @@ def greedy_search(model, prompts, max_new_tokens=16, eos_token_id=None, stop_at_
 
 
 def constrained_beam_search(model, prompts, trie: TokenTrie, num_beams=20, max_new_tokens=None,
-                            excluded=None) -> GenerationOutput:
+                            excluded=None, normalise="vocabulary") -> GenerationOutput:
     """Beam search that only ever produces sequences of `trie` (e.g. the token ids of every real item), except
     each prompt's `excluded` sequence indices."""
     return beam_search(model, prompts, num_beams=num_beams, max_new_tokens=max_new_tokens, trie=trie,
-                       excluded=excluded)
+                       excluded=excluded, normalise=normalise)
 
 
-def _trie_log_probs(model, hidden, nodes, finished, trie, banned):
-    """Log-probabilities [B, nb, C] of each beam's allowed next tokens (normalised over them; -inf where a beam
-    has fewer than C children or the child is banned: it ends, or only leads to, excluded sequences), with the
-    tokens and nodes they lead to."""
+def _trie_log_probs(model, hidden, nodes, finished, trie, banned, normalise):
+    """Log-probabilities [B, nb, C] of each beam's allowed next tokens (-inf where a beam has fewer than C children
+    or the child is banned: it ends, or only leads to, excluded sequences), with the tokens and nodes they lead to.
+    normalise="vocabulary": the model's own log-softmax over its whole vocabulary, as `generate` with
+    `prefix_allowed_tokens_fn` scores (LC-Rec); "trie": renormalised over the allowed tokens only, which needs
+    only their lm-head rows but lifts every only child to probability 1."""
     batch, nb = nodes.shape
     cand_tokens = trie.children_tokens[nodes]  # [B, nb, C], -1 = none
     cand_nodes = trie.children_nodes[nodes]
     valid = cand_tokens >= 0
-    union = torch.unique(cand_tokens[valid & ~finished[..., None]])  # sorted allowed tokens, [u]
-    logits = model.logits(hidden, union).float()  # [B or B*nb, u]: only the allowed rows of the lm head
-    logits = logits.view(batch, -1, union.numel()).expand(batch, nb, union.numel())
-    columns = torch.searchsorted(union, cand_tokens.clamp(min=0)).clamp(max=union.numel() - 1)
-    logp = logits.gather(-1, columns).masked_fill(~valid, float("-inf"))
-    logp = torch.log_softmax(logp, dim=-1).masked_fill(~valid, float("-inf"))
+    if normalise == "vocabulary":
+        logits = torch.log_softmax(model.logits(hidden).float(), dim=-1)  # [B or B*nb, vocab]
+        logits = logits.view(batch, -1, logits.shape[-1]).expand(batch, nb, logits.shape[-1])
+        logp = logits.gather(-1, cand_tokens.clamp(min=0)).masked_fill(~valid, float("-inf"))
+    else:
+        union = torch.unique(cand_tokens[valid & ~finished[..., None]])  # sorted allowed tokens, [u]
+        logits = model.logits(hidden, union).float()  # [B or B*nb, u]: only the allowed rows of the lm head
+        logits = logits.view(batch, -1, union.numel()).expand(batch, nb, union.numel())
+        columns = torch.searchsorted(union, cand_tokens.clamp(min=0)).clamp(max=union.numel() - 1)
+        logp = logits.gather(-1, columns).masked_fill(~valid, float("-inf"))
+        logp = torch.log_softmax(logp, dim=-1).masked_fill(~valid, float("-inf"))
     if banned is not None:
         hit = banned.gather(1, cand_nodes.clamp(min=0).view(batch, -1)).view_as(cand_nodes)  # [B, nb, C]
         logp = logp.masked_fill(hit & valid, float("-inf"))
     return logp, cand_tokens, cand_nodes
 
 
-def _beam_search(model, prompts, nb, max_new_tokens, trie, eos, pad, share_prompt_cache=True, banned=None):
+def _beam_search(model, prompts, nb, max_new_tokens, trie, eos, pad, share_prompt_cache=True, banned=None,
+                 normalise="vocabulary"):
     device = model.registers.device
     start = time.perf_counter()
     prefill = model.prefill(prompts)
@@ -125,7 +140,7 @@ def _beam_search(model, prompts, nb, max_new_tokens, trie, eos, pad, share_promp
     for step in range(max_new_tokens):
         # 1. log-probabilities of each beam's candidate next tokens: [B, nb, C]
         if trie is not None:
-            logp, cand_tokens, cand_nodes = _trie_log_probs(model, hidden, nodes, finished, trie, banned)
+            logp, cand_tokens, cand_nodes = _trie_log_probs(model, hidden, nodes, finished, trie, banned, normalise)
             end_column = 0  # an ended beam continues with column 0 (emitted as pad) at no cost
         else:
             logits = model.logits(hidden).float()  # [B or B*nb, vocab]

@@ -26,6 +26,7 @@ from recbole_earn.data.prompts import (
     quote_title,
     tokenize,
 )
+from recbole_earn.indexing.collaborative import collaborative_vectors, matrix_digest, user_item_matrix
 from recbole_earn.indexing.item_index import IndexSettings, build_item_index
 from recbole_earn.llm.backbone import cache_root
 from recbole_earn.llm.decoding import constrained_beam_search
@@ -55,6 +56,8 @@ def index_settings(config):
     return IndexSettings(
         levels=config["index_levels"], codebook_size=config["index_codebook_size"], code_dim=config["index_code_dim"],
         epochs=config["index_epochs"], seed=config["index_seed"], sinkhorn_epsilon=config["index_sinkhorn_epsilon"],
+        collaborative_weight=float(config["index_collaborative_weight"] or 0.0),
+        collaborative_dim=config["index_collaborative_dim"] or 32,
     )
 
 
@@ -88,11 +91,13 @@ class LCRec(LLMRecommender):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.num_beams = config["num_beams"]
+        self.beam_normalise = config["beam_normalise"] or "vocabulary"
         if max(config["topk"]) > self.num_beams:
             raise ValueError(
                 f"topk {config['topk']} is larger than num_beams={self.num_beams}: LC-Rec ranks only the items its "
                 f"constrained beam search reaches. Use --num_beams={max(config['topk'])} or a smaller --topk."
             )
+        self.training_items = training_items_by_user(dataset, self.USER_ID, self.ITEM_ID, self.ITEM_SEQ)
         self.index = self._item_index(config, dataset)
 
         # The code tokens join a private copy of the tokenizer (others may share the loaded one) and get their own
@@ -123,7 +128,6 @@ class LCRec(LLMRecommender):
         self.item2index = self._split_template(LCREC_ITEM2INDEX_TEMPLATE.format(title="{item}", **fields))
         self.index2item = self._split_template(LCREC_INDEX2ITEM_TEMPLATE.format(code="{item}", **fields))
         self.exclude_history = bool(config["exclude_history_items"])
-        self.training_items = training_items_by_user(dataset, self.USER_ID, self.ITEM_ID, self.ITEM_SEQ)
         self.proportions = task_proportions(config)
         self.task_generator = torch.Generator().manual_seed(int(config["seed"] or 0))
 
@@ -166,8 +170,13 @@ class LCRec(LLMRecommender):
         first = not distributed or torch.distributed.get_rank() == 0
         if not first:
             torch.distributed.barrier()  # rank 0 builds and saves the index; the other ranks then load that file
-        index = build_item_index(texts, tokens, embed, index_settings(config), index_folder(config),
-                                 config["dataset"], str(config["llm_path"]))
+        interactions = user_item_matrix(self.training_items, self.n_items)[:, 1:]  # [users, items], no padding
+        settings = index_settings(config)
+        index = build_item_index(texts, tokens, embed, settings, index_folder(config), config["dataset"],
+                                 str(config["llm_path"]),
+                                 collaborative=lambda: collaborative_vectors(interactions, settings.collaborative_dim,
+                                                                             seed=settings.seed),
+                                 interactions_digest=matrix_digest(interactions))
         if first and distributed:
             torch.distributed.barrier()
         return index
@@ -216,7 +225,7 @@ class LCRec(LLMRecommender):
         the user's past items (`exclude_history_items`), so do the beams, which then all go to eligible items."""
         excluded = self.seen_items(interaction) if self.exclude_history else None
         output = constrained_beam_search(self.llm, self.prompts(interaction), self.trie, num_beams=self.num_beams,
-                                         excluded=excluded)
+                                         excluded=excluded, normalise=self.beam_normalise)
         self.record_generation(output, num_users=output.sequences.shape[0])
         # Filled on the host, element by element, then moved once (on a GPU each element write would be a launch).
         scores = torch.full((output.sequences.shape[0], self.n_items), float("-inf"))
