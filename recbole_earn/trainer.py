@@ -126,6 +126,8 @@ class LLMTrainer(Trainer):
     def _count_step(self, optimizer, *args):
         if self.progress is None:
             return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # the step's kernels are done: its time is real, not queued
         self.progress.end_step(self._batch_examples)
         if self.progress.seconds - self._last_log_s >= LOG_INTERVAL_S:
             self._last_log_s = self.progress.seconds
