@@ -39,6 +39,8 @@ setup(
         "pyarrow<21",  # Ray Tune (tool: ray in hyper-parameter searches) reads its results back with it; 21+ needs NumPy 2
         "pyyaml",
     ],
-    extras_require={"test": ["pytest", "hypothesis"]},
+    # matplotlib draws the learning-curve figures (python -m recbole_earn.report.learning_curves); 3.9 is the last
+    # release line that supports numpy < 2, which RecBole 1.2.1 needs.
+    extras_require={"test": ["pytest", "hypothesis", "matplotlib>=3.7,<3.10"], "plots": ["matplotlib>=3.7,<3.10"]},
     entry_points={"console_scripts": ["run-earn=recbole_earn.cli:main"]},
 )

@@ -32,8 +32,13 @@ def test_two_llm_models_and_sasrec_in_one_table(mini_ml100k, capsys):
     assert [row["model"] for row in table] == ["SASRec", "BIGRec", "EARNBIGRec"]
     assert list(table[0])[:5] == ["model", "train_time_s", "infer_ms_per_user", "kv_bytes_per_user", "earn_speedup"]
     assert "ndcg@20" in table[0]
+    assert "training_curve" not in table[0] and table[1]["ranking"] == "LLM" and int(table[1]["train_examples"]) == 16
     with open(stem + ".json", encoding="utf-8") as handle:
-        assert json.load(handle)[2]["earn_speedup"] == pytest.approx(earn["earn_speedup"])
+        stored = json.load(handle)
+    assert stored[2]["earn_speedup"] == pytest.approx(earn["earn_speedup"])
+    assert "training_curve" not in stored[0]  # SASRec trains with RecBole's own trainer
+    curve = stored[2]["training_curve"]  # one point per validation of the LLM trainer
+    assert len(curve) == 1 and curve[0]["examples"] == 16 and "ndcg@10" in curve[0]["valid_result"]
     out = capsys.readouterr().out
     assert "| model | train_time_s |" in out and "| EARNBIGRec |" in out
 

@@ -1,0 +1,26 @@
+"""The learning-curve figure: validation metric against training time, one panel per model family."""
+
+import json
+
+from recbole_earn.report.learning_curves import load_curves, main
+
+
+def point(seconds, ndcg):
+    return {"train_seconds": seconds, "examples": 8 * seconds, "steps": seconds, "valid_score": ndcg,
+            "valid_result": {"ndcg@10": ndcg, "recall@10": 2 * ndcg}}
+
+
+def test_curves_are_grouped_by_family_and_drawn(tmp_path):
+    table = tmp_path / "group.json"
+    table.write_text(json.dumps([
+        {"model": "Pop", "ndcg@10": 0.04},  # no curve: left out
+        {"model": "LCRec", "seed": 1, "training_curve": [point(10, 0.01), point(20, 0.02)]},
+        {"model": "EARNLCRec", "seed": 1, "training_curve": [point(4, 0.01), point(8, 0.03)]},
+        {"model": "EARNBIGRec", "seed": 1, "training_curve": [point(5, 0.005)]},
+    ]))
+    families = load_curves([str(table)], "ndcg@10")
+    assert sorted(families) == ["BIGRec", "LCRec"]
+    assert families["LCRec"][1] == ("EARNLCRec", 1, [(4, 0.01), (8, 0.03)])
+    out = tmp_path / "curves.png"
+    main([str(table), "--out", str(out), "--baseline", "Pop (valid)=0.04"])
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
