@@ -114,7 +114,7 @@ def write_table(rows, path_stem):
 
 
 def _write_csv(handle, header, rows):
-    writer = csv.DictWriter(handle, fieldnames=header)
+    writer = csv.DictWriter(handle, fieldnames=header, extrasaction="ignore")  # the curve is in the JSON only
     writer.writeheader()
     writer.writerows(rows)
 
