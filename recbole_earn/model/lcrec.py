@@ -29,7 +29,7 @@ from recbole_earn.data.prompts import (
 from recbole_earn.indexing.collaborative import collaborative_vectors, matrix_digest, user_item_matrix
 from recbole_earn.indexing.item_index import IndexSettings, build_item_index
 from recbole_earn.llm.backbone import cache_root
-from recbole_earn.llm.decoding import constrained_beam_search
+from recbole_earn.llm.decoding import NORMALISERS, constrained_beam_search
 from recbole_earn.llm.scoring import candidate_log_probs
 from recbole_earn.llm.trie import TokenTrie
 from recbole_earn.model.llm_recommender import LLMRecommender
@@ -92,6 +92,8 @@ class LCRec(LLMRecommender):
         super().__init__(config, dataset)
         self.num_beams = config["num_beams"]
         self.beam_normalise = config["beam_normalise"] or "vocabulary"
+        if self.beam_normalise not in NORMALISERS:
+            raise ValueError(f"beam_normalise must be one of {', '.join(NORMALISERS)}, got {self.beam_normalise!r}")
         if max(config["topk"]) > self.num_beams:
             raise ValueError(
                 f"topk {config['topk']} is larger than num_beams={self.num_beams}: LC-Rec ranks only the items its "
@@ -100,21 +102,8 @@ class LCRec(LLMRecommender):
         self.training_items = training_items_by_user(dataset, self.USER_ID, self.ITEM_ID, self.ITEM_SEQ)
         self.index = self._item_index(config, dataset)
 
-        # The code tokens join a private copy of the tokenizer (others may share the loaded one) and get their own
-        # trainable rows in the engine, right after the tokenizer's vocabulary.
-        self.tokenizer = copy.deepcopy(self.tokenizer)
-        first_id = len(self.tokenizer)
-        self.tokenizer.add_tokens(self.index.token_strings())
-        added = self.llm.add_tokens(first_id, len(self.index.token_strings()))
-        self.code_ids = [[first_id + offset for offset in self.index.item_token_offsets(item)]
-                         for item in range(self.n_items)]  # [n_items][code length]; id 0 is padding: []
         titles = [quote_title(title) for title in self.item_titles.titles]
-        self.title_ids = [tokenize(self.tokenizer, title) for title in titles]
-        if config["code_token_init"] not in CODE_TOKEN_INITS:
-            raise ValueError(f"code_token_init must be one of {', '.join(CODE_TOKEN_INITS)}, "
-                             f"got {config['code_token_init']!r}")
-        if config["code_token_init"] == "item_text":
-            self._init_code_rows_from_titles(added)
+        self._add_code_tokens(config["code_token_init"], titles)
         self.trie = TokenTrie(self.code_ids[1:])
         self.item_of_code = {tuple(ids): item for item, ids in enumerate(self.code_ids) if item > 0}
 
@@ -130,6 +119,21 @@ class LCRec(LLMRecommender):
         self.exclude_history = bool(config["exclude_history_items"])
         self.proportions = task_proportions(config)
         self.task_generator = torch.Generator().manual_seed(int(config["seed"] or 0))
+
+    def _add_code_tokens(self, init, titles):
+        """The code tokens join a private copy of the tokenizer (others may share the loaded one) and get their own
+        trainable rows in the engine, right after the tokenizer's vocabulary, starting as `init` says."""
+        if init not in CODE_TOKEN_INITS:
+            raise ValueError(f"code_token_init must be one of {', '.join(CODE_TOKEN_INITS)}, got {init!r}")
+        self.tokenizer = copy.deepcopy(self.tokenizer)
+        first_id = len(self.tokenizer)
+        self.tokenizer.add_tokens(self.index.token_strings())
+        added = self.llm.add_tokens(first_id, len(self.index.token_strings()))
+        self.code_ids = [[first_id + offset for offset in self.index.item_token_offsets(item)]
+                         for item in range(self.n_items)]  # [n_items][code length]; id 0 is padding: []
+        self.title_ids = [tokenize(self.tokenizer, title) for title in titles]
+        if init == "item_text":
+            self._init_code_rows_from_titles(added)
 
     @torch.no_grad()
     def _init_code_rows_from_titles(self, added):
