@@ -24,3 +24,17 @@ def test_curves_are_grouped_by_family_and_drawn(tmp_path):
     out = tmp_path / "curves.png"
     main([str(table), "--out", str(out), "--baseline", "Pop (valid)=0.04"])
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_seed_table_averages_each_model_and_ranking_apart(tmp_path):
+    from recbole_earn.report.seed_table import load_rows, summarise
+
+    rows = [{"model": "EARNBIGRec", "ranking": "LLM", "seed": seed, "train_examples": 100, "train_time_s": 10.0,
+             "ndcg@10": value} for seed, value in ((1, 0.01), (2, 0.03))]
+    rows.append({"model": "EARNBIGRec", "ranking": "0.5 x LLM + 0.5 x SASRec", "seed": 1, "train_time_s": 10.0,
+                 "ndcg@10": 0.05})
+    path = tmp_path / "table.json"
+    path.write_text(json.dumps(rows))
+    lines = summarise(load_rows([str(path)]), ["ndcg@10"]).splitlines()
+    assert lines[2] == "| EARNBIGRec | LLM | 2 (seeds 1, 2) | 100 | 10 | 0.0200 ± 0.0141 |"
+    assert lines[3] == "| EARNBIGRec | 0.5 x LLM + 0.5 x SASRec | 1 (seeds 1) |  | 10 | 0.0500 |"
