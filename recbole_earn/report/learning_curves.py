@@ -51,6 +51,7 @@ def plot(families, metric, out, baselines=None):
             axis.plot(xs, ys, marker="o", color=colour, label=label)
         for index, (label, value) in enumerate(sorted((baselines or {}).items())):
             axis.axhline(value, linestyle="--", color=f"C{index + 5}", label=label)
+        axis.set_xlim(left=0)
         axis.set_title(f"{name} family")
         axis.set_xlabel("training time (s)")
         axis.set_ylabel(f"validation {metric}")
