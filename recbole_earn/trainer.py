@@ -104,7 +104,7 @@ class LLMTrainer(Trainer):
                              f"{len(train_data._dataset)} training examples per epoch"
                              + (", a new sample each epoch" if self.resample_each_epoch else ", the same each epoch"))
         budget = self.config["train_time_budget_s"]
-        self.logger.info(set_color("training plan", "blue") + f": {steps} steps over {self.epochs} epochs, lr "
+        self.logger.info(set_color("training plan", "blue") + f": at most {steps} steps over {self.epochs} epochs, lr "
                          f"{self.learning_rate:g} ({self.schedule['schedule']}, warm-up {self.schedule['warmup_ratio']:g})"
                          + (f", at most {budget:g} s of training" if budget else ""))
 

@@ -81,7 +81,7 @@ class TrainingProgress:
         left = self.seconds_left()
         cap = f" of {self.time_budget_s:.0f} s budget" if self.time_budget_s else ""
         return (
-            f"step {self.steps}/{self.planned_steps} | {self.examples} examples, {self.examples_per_s:.1f}/s | "
+            f"step {self.steps}{'' if self.time_budget_s else f'/{self.planned_steps}'} | {self.examples} examples, {self.examples_per_s:.1f}/s | "
             f"loss {loss:.4f} | lr {learning_rate:.2e} | {self.seconds:.0f} s{cap}, "
             f"~{left if left is not None else float('nan'):.0f} s left"
         )
