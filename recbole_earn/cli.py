@@ -1,19 +1,29 @@
 """The command line: `python run_earn.py --model=EARNBIGRec --dataset=ml-100k [--config_files="a.yaml b.yaml"]
 [--key=value ...]`, modelled on RecBole's run_recbole.py. Every `--key=value` overrides any yaml value.
 `--model=SASRec,EARNBIGRec` runs a group and writes one comparison table (see group_run.py); `--group_output`
-with one model writes its one-row table."""
+with one model writes its one-row table.
+
+Errors about the user's input (recbole_earn.errors, and files not found) end in one `run_earn.py: error: ...`
+line on stderr, exit code 2 for flags and config values and 1 for files; `--debug` or RECBOLE_EARN_DEBUG=1
+shows their traceback. Any other failure keeps its traceback."""
 
 import argparse
+import os
 import sys
 
+from recbole_earn.errors import ConfigError, UserInputError
 
-class CommandLineError(ValueError):
+PROG = "run_earn.py"
+DEBUG_ENV = "RECBOLE_EARN_DEBUG"
+
+
+class CommandLineError(ConfigError):
     pass
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="run_earn.py",
+        prog=PROG,
         description="Train and evaluate a recbole-earn model (BIGRec, EARNBIGRec, LCRec, EARNLCRec) or any "
         "RecBole model on a RecBole dataset. Any other --key=value overrides that config key.",
     )
@@ -37,6 +47,10 @@ def build_parser():
         "--group_output", default=None,
         help="group runs: path without extension for the table's .csv and .json (default log/group/<dataset>-<time>); "
         "with one --model, writes that model's one-row table there",
+    )
+    parser.add_argument(
+        "--debug", action="store_true",
+        help=f"show the traceback of errors about flags, config and files too (or set {DEBUG_ENV}=1)",
     )
     distributed = parser.add_argument_group("multi-process training (RecBole's: one process per rank)")
     distributed.add_argument("--nproc", type=int, default=1, help="processes to start on this machine (default 1)")
@@ -67,11 +81,36 @@ def parse_args(argv):
 
 
 def main(argv=None):
+    """Run the command line `argv` (default sys.argv[1:]); returns the result, exits on errors about the input."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         args, config_files, overrides = parse_args(argv)
     except CommandLineError as error:
         build_parser().error(str(error))
+    try:
+        return run_command(args, config_files, overrides)
+    except Exception as error:
+        exit_code = user_error_exit_code(error)
+        if exit_code is None or debugging(args):
+            raise
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        raise SystemExit(exit_code) from None
+
+
+def user_error_exit_code(error):
+    """The exit code of an error about the user's input; None for anything else (it keeps its traceback)."""
+    if isinstance(error, UserInputError):
+        return error.exit_code
+    if isinstance(error, FileNotFoundError):  # its message names the path: a config file, dataset or llm_path
+        return 1
+    return None
+
+
+def debugging(args):
+    return args.debug or os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def run_command(args, config_files, overrides):
     multi_process = args.nproc > 1 or args.world_size > 1
     writes_a_table = "," in args.model or bool(args.group_output)  # a group, or one model's one-row table
     if multi_process and (args.hyper or writes_a_table):
@@ -92,8 +131,10 @@ def main(argv=None):
         if result is None:  # not the machine of rank 0
             return None
     else:
-        from recbole_earn.quick_start import run_earn  # after argument errors: importing RecBole takes seconds
+        from recbole_earn.group_run import check_configs  # after argument errors: importing RecBole takes seconds
+        from recbole_earn.quick_start import run_earn
 
+        check_configs([args.model], args.dataset, config_file_list=config_files, cmd_args=overrides)
         result = run_earn(model=args.model, dataset=args.dataset, config_file_list=config_files, cmd_args=overrides)
     print(f"test result ({result['model']} on {result['dataset']}): {dict(result['test_result'])}")
     return result

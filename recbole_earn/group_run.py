@@ -9,7 +9,10 @@ mode, whether past items were left out); the markdown prints it once above the t
 import csv
 import json
 import os
+import tempfile
 import time
+
+from recbole_earn.errors import ConfigError, UserInputError
 
 EARN_PREFIX = "EARN"
 CURVE = "training_curve"  # validation points during training: in the JSON only, not a table column
@@ -113,6 +116,20 @@ def write_table(rows, path_stem):
     return path_stem + ".csv", path_stem + ".json"
 
 
+def check_table_writable(path_stem):
+    """Create the table's folder and write a scratch file there now, so a bad path fails before any training."""
+    folder = os.path.dirname(path_stem) or "."
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise UserInputError(
+            f"cannot write the table {path_stem}.csv/.json: {error.strerror or error} ({folder}); "
+            "choose another --group_output"
+        ) from error
+
+
 def _write_csv(handle, header, rows):
     writer = csv.DictWriter(handle, fieldnames=header, extrasaction="ignore")  # the curve is in the JSON only
     writer.writeheader()
@@ -128,20 +145,55 @@ def default_output_stem(dataset):
     return os.path.join("log", "group", f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
+def check_configs(models, dataset, config_file_list=None, config_dict=None, cmd_args=None):
+    """Build every model's Config and run the checks a model makes of its config alone (`check_config`), so a
+    mistake fails before hours of training, not after. A value RecBole's Config refuses is a ConfigError."""
+    from recbole_earn.config import Config
+
+    for name in models:
+        try:
+            config = Config(model=name, dataset=dataset, config_file_list=config_file_list,
+                            config_dict=config_dict, cmd_args=cmd_args)
+        except (ValueError, KeyError, TypeError, NotImplementedError) as error:
+            if isinstance(error, ConfigError):
+                raise
+            reason = error.args[0] if len(error.args) == 1 else error  # a KeyError's str() adds quotes
+            raise ConfigError(f"{name}: {reason}") from error
+        check = getattr(config.model_class, "check_config", None)
+        if check is not None:
+            check(config)
+
+
 def run_group(models, dataset, config_file_list=None, config_dict=None, cmd_args=None, output_stem=None):
-    """Train and evaluate every model of `models` on `dataset`; returns (rows, (csv_path, json_path))."""
-    from recbole_earn.model_lookup import get_model_class
+    """Train and evaluate every model of `models` on `dataset`; returns (rows, (csv_path, json_path)).
+
+    Every config and the output path are checked first. The table is rewritten after each model, so a later
+    failure keeps the finished rows: they are printed, then the failure is raised again."""
     from recbole_earn.quick_start import run_earn
 
-    for name in models:  # an unknown name fails before hours of training, not after
-        get_model_class(name)
-    rows = []
+    output_stem = output_stem or default_output_stem(dataset)
+    check_configs(models, dataset, config_file_list, config_dict, cmd_args)
+    check_table_writable(output_stem)
+    rows, paths = [], None
     for name in models:
-        result = run_earn(
-            model=name, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict,
-            cmd_args=cmd_args,
-        )
-        rows.append(result_row(result))
-    add_earn_speedups(rows)
-    paths = write_table(rows, output_stem or default_output_stem(dataset))
+        try:
+            result = run_earn(
+                model=name, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict,
+                cmd_args=cmd_args,
+            )
+            rows.append(result_row(result))
+            add_earn_speedups(rows)
+            paths = write_table(rows, output_stem)
+        except BaseException:  # Ctrl-C too: the finished rows are shown before the failure
+            report_finished_rows(rows, paths, stopped_at=name)
+            raise
     return rows, paths
+
+
+def report_finished_rows(rows, paths, stopped_at):
+    """The rows a group run finished before it stopped at model `stopped_at`, on stdout (the error follows)."""
+    if not rows:
+        return
+    print(markdown_table(rows))
+    saved = f"; table written to {paths[0]} and {paths[1]}" if paths else ""
+    print(f"the group stopped at {stopped_at} after {len(rows)} finished model(s){saved}", flush=True)

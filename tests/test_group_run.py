@@ -51,11 +51,55 @@ def test_model_list_parsing_and_errors():
         parse_model_list(" , ")
 
 
-def test_unknown_model_in_a_group_fails_before_any_training(mini_ml100k):
-    from recbole_earn.model_lookup import UnknownModelError
+def mini_argv(mini, models, *extra):
+    """run_earn.py's arguments for a group run of `models` on the mini dataset."""
+    return [f"--model={models}", f"--dataset={mini['dataset']}", *extra] + [
+        f"--{key}={value}" for key, value in mini["config"].items()]
 
-    with pytest.raises(UnknownModelError, match="NoSuchRec"):
-        main(["--model=SASRec,NoSuchRec", f"--dataset={mini_ml100k['dataset']}"])
+
+def assert_exits(argv, code, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == code
+    err = capsys.readouterr().err
+    assert err.startswith("run_earn.py: error: ") and message in err and len(err.splitlines()) == 1
+    return err
+
+
+def test_unknown_model_in_a_group_fails_before_any_training(mini_ml100k, workdir, capsys):
+    assert_exits(mini_argv(mini_ml100k, "SASRec,NoSuchRec"), 2, "Unknown model 'NoSuchRec'", capsys)
+    assert not (workdir / "log").exists()
+
+
+def test_a_later_models_config_error_fails_before_any_training(mini_ml100k, workdir, capsys):
+    argv = mini_argv(mini_ml100k, "BIGRec,LCRec", "--topk=[21]", "--llm_path=tiny-llama")
+    assert_exits(argv, 2, "topk [21] is larger than num_beams=20", capsys)
+    assert not (workdir / "log").exists()
+
+
+def test_an_output_path_that_cannot_be_created_fails_before_any_training(mini_ml100k, workdir, capsys):
+    (workdir / "a_file").write_text("not a folder")
+    argv = mini_argv(mini_ml100k, "Pop,SASRec", f"--group_output={workdir / 'a_file' / 'tables' / 'run'}")
+    assert_exits(argv, 1, f"cannot write the table {workdir / 'a_file' / 'tables' / 'run'}.csv", capsys)
+    assert not (workdir / "log").exists()
+
+
+def test_a_failing_model_leaves_the_finished_rows(mini_ml100k, workdir, capsys):
+    stem = workdir / "table" / "partial"
+    missing_llm = workdir / "no" / "such-model"
+    argv = mini_argv(mini_ml100k, "Pop,BIGRec", f"--group_output={stem}", "--epochs=1", f"--llm_path={missing_llm}")
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+
+    assert exit_info.value.code == 1
+    captured = capsys.readouterr()
+    assert "| Pop |" in captured.out
+    assert f"the group stopped at BIGRec after 1 finished model(s); table written to {stem}.csv" in captured.out
+    assert captured.err.startswith("run_earn.py: error: ") and str(missing_llm) in captured.err
+    with open(f"{stem}.json", encoding="utf-8") as handle:
+        assert [row["model"] for row in json.load(handle)] == ["Pop"]
+    with open(f"{stem}.csv", encoding="utf-8") as handle:
+        assert [row["model"] for row in csv.DictReader(handle)] == ["Pop"]
 
 
 def test_speedup_needs_the_plain_model_and_table_has_every_metric():

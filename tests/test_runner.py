@@ -46,11 +46,12 @@ def test_missing_unknown_dataset_explains_the_atomic_files(workdir):
         run_earn(model="SASRec", dataset="my-data", config_dict={"data_path": str(workdir)})
 
 
-def test_unknown_model_on_the_command_line(workdir):
-    from recbole_earn.model_lookup import UnknownModelError
-
-    with pytest.raises(UnknownModelError, match="SASRec"):
+def test_unknown_model_on_the_command_line(workdir, capsys):
+    with pytest.raises(SystemExit) as exit_info:
         main(["--model=SASRex", "--dataset=ml-100k"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("run_earn.py: error: Unknown model 'SASRex'") and "SASRec" in err
 
 
 def test_malformed_arguments_are_refused():

@@ -75,6 +75,10 @@ class ItemIndex:
     def item_text(self, item: int) -> str:
         return "".join(code_token(level, code) for level, code in enumerate(self.codes[item]))
 
+    def digest(self) -> str:
+        """A digest of every item's code list: what the code tokens' trained rows stand for."""
+        return hashlib.sha256(json.dumps(self.codes).encode("utf-8")).hexdigest()[:16]
+
     def to_json(self, item_tokens: List[str], settings_key: Dict[str, object]) -> Dict[str, object]:
         return {
             "format": INDEX_FORMAT,
@@ -162,15 +166,35 @@ def codes_from_embeddings(embeddings: torch.Tensor, settings: IndexSettings, log
     return ItemIndex([[]] + codes, settings.levels, size, n_extra, stats)
 
 
+def load_saved_index(path: str, key: Dict[str, object], item_tokens: List[str],
+                     logger: logging.Logger) -> Optional[ItemIndex]:
+    """The index saved at `path` for this key, or None: none saved, another key's, or unreadable (e.g. truncated by a
+    full disk or a partial copy; it is then rebuilt and overwritten, with a warning naming it)."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+        if data.get("format") != INDEX_FORMAT or data.get("key") != key:
+            return None
+        index = ItemIndex.from_json(data, item_tokens)
+    except (ValueError, KeyError, TypeError, AttributeError) as error:  # truncated or not an index of ours
+        logger.warning(f"item index: {path} is unreadable ({error}); rebuilding it")
+        return None
+    logger.info(f"item index: loaded {path}")
+    return index
+
+
 def build_item_index(item_texts: List[str], item_tokens: List[str], embed, settings: IndexSettings, folder: str,
                      dataset_name: str, backbone_name: str, logger: Optional[logging.Logger] = None,
-                     collaborative=None, interactions_digest: Optional[str] = None) -> ItemIndex:
+                     collaborative=None, interactions_digest: Optional[str] = None,
+                     llm_dtype: str = "float32") -> ItemIndex:
     """The item index of a dataset, loaded from `folder` when one with the same key exists, else built and saved.
 
     item_texts / item_tokens: per internal item id (index 0 is padding), the text to embed and the raw item id.
     embed: texts -> [n, dim] embeddings (called only when the index must be built).
     collaborative: () -> [n, c] collaborative vectors of the same items, and interactions_digest what they were
-    computed from; needed when settings.collaborative_weight > 0.
+    computed from; needed when settings.collaborative_weight > 0. llm_dtype: the precision of the embeddings.
     """
     logger = logger or logging.getLogger(__name__)
     key = {
@@ -185,14 +209,12 @@ def build_item_index(item_texts: List[str], item_tokens: List[str], embed, setti
         raise ValueError("collaborative_weight > 0 needs the collaborative vectors and their interactions' digest")
     else:
         key["interactions"] = interactions_digest
+    if llm_dtype != "float32":  # the embeddings differ by precision; float32 keys stay as they were, still reused
+        key["llm_dtype"] = llm_dtype
     path = index_path(folder, dataset_name, key)
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-        if data.get("format") == INDEX_FORMAT and data.get("key") == key:
-            index = ItemIndex.from_json(data, item_tokens)
-            logger.info(f"item index: loaded {path}")
-            return index
+    index = load_saved_index(path, key, item_tokens, logger)
+    if index is not None:
+        return index
     logger.info(f"item index: embedding {len(item_texts) - 1} item texts with {backbone_name}")
     embeddings = embed(item_texts[1:])
     vectors = collaborative() if settings.collaborative_weight else None

@@ -17,6 +17,7 @@ import re
 import shutil
 import socket
 import tempfile
+import time
 
 import torch
 
@@ -77,8 +78,7 @@ def _convert_gguf(gguf_path, target_dir, tokenizer=None):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     folder, name = os.path.split(os.path.abspath(gguf_path))
-    os.makedirs(os.path.dirname(target_dir), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=os.path.basename(target_dir) + ".tmp-", dir=os.path.dirname(target_dir))
+    tmp = _cache_tmp_dir(target_dir)
     try:
         gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
         if tokenizer is None:
@@ -102,6 +102,49 @@ def _convert_gguf(gguf_path, target_dir, tokenizer=None):
     return target_dir
 
 
+# `<name>.tmp-<pid>-<8 random characters>`: a cache folder being written (see _cache_tmp_dir); earlier versions
+# wrote `<name>.tmp-<8 random characters>`.
+_CACHE_TMP_NAME = re.compile(r"\.tmp-(?:(\d+)-)?[a-z0-9_]{8}$")
+_UNOWNED_TMP_STALE_S = 3600  # a temporary folder without a process id is left over once untouched this long
+
+
+def _cache_tmp_dir(target_dir):
+    """A new temporary sibling of `target_dir` to write the cache folder in before renaming it. Its name carries
+    this process's id, so that a later run can tell a killed run's leftover from a conversion still going on."""
+    parent, name = os.path.split(target_dir)
+    os.makedirs(parent, exist_ok=True)
+    return tempfile.mkdtemp(prefix=f"{name}.tmp-{os.getpid()}-", dir=parent)
+
+
+def remove_stale_cache_tmp(folder=None):
+    """Delete the temporary folders that killed conversions left in the cache (only names _cache_tmp_dir makes)."""
+    folder = folder or cache_root()
+    if not os.path.isdir(folder):
+        return
+    for entry in os.scandir(folder):
+        match = _CACHE_TMP_NAME.search(entry.name)
+        if match and entry.is_dir(follow_symlinks=False) and _cache_tmp_is_stale(entry, match.group(1)):
+            shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _cache_tmp_is_stale(entry, pid):
+    if pid is None:
+        return time.time() - entry.stat().st_mtime > _UNOWNED_TMP_STALE_S
+    return not _process_running(int(pid))
+
+
+def _process_running(pid):
+    if os.name != "posix":  # there os.kill(pid, 0) would end the process
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def gguf_to_hf_folder(gguf_path, cache_name=None, tokenizer=None):
     """The cached plain Hugging Face folder for a GGUF file, converting it on first use (with `tokenizer` if given,
     else the GGUF's own)."""
@@ -110,6 +153,7 @@ def gguf_to_hf_folder(gguf_path, cache_name=None, tokenizer=None):
         key = f"{os.path.abspath(gguf_path)}:{stat.st_size}:{int(stat.st_mtime)}"
         cache_name = "gguf-" + hashlib.sha1(key.encode()).hexdigest()[:12]
     target = os.path.join(cache_root(), cache_name)
+    remove_stale_cache_tmp()
     if not os.path.isfile(os.path.join(target, "config.json")):
         _convert_gguf(gguf_path, target, tokenizer() if callable(tokenizer) else tokenizer)
     return target
@@ -133,6 +177,7 @@ def smollm2_tokenizer():
     (converting the GGUF tokenizer takes seconds; the model weights are not needed for it)."""
     from transformers import AutoTokenizer
 
+    remove_stale_cache_tmp()
     full = os.path.join(cache_root(), SMOLLM2_PRESET)
     if os.path.isfile(os.path.join(full, "tokenizer_config.json")):
         return AutoTokenizer.from_pretrained(full)
@@ -140,8 +185,7 @@ def smollm2_tokenizer():
     if not os.path.isfile(os.path.join(target, "tokenizer_config.json")):
         folder, name = os.path.split(smollm2_gguf_path())
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        os.makedirs(cache_root(), exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix="tokenizer.tmp-", dir=cache_root())
+        tmp = _cache_tmp_dir(target)
         try:
             tokenizer.save_pretrained(tmp)
             try:
@@ -258,15 +302,25 @@ def _hub_offline():
     return flag or bool(getattr(constants, "HF_HUB_OFFLINE", False))
 
 
+def _cached_hub_folder(hub_id):
+    """The hub id's folder in the local hub cache, or None when it is not cached. Any other failure (an unreadable
+    cache, a bad id) is raised as what it is, not taken for an offline miss."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return snapshot_download(hub_id, local_files_only=True)
+    except LocalEntryNotFoundError:
+        return None
+    except Exception as error:
+        cause = f"{type(error).__name__}: {error}"
+        raise OSError(f"Cannot read LLM {hub_id!r} from the local hub cache: {cause}") from error
+
+
 def _load_hub(hub_id, dtype):
     """A hub id: the local hub cache first (resolved to a folder, so no hub request is made); a download only when
     a network exists; otherwise a clear error at once instead of the hub client's minute of retries."""
-    from huggingface_hub import snapshot_download
-
-    try:
-        folder = snapshot_download(hub_id, local_files_only=True)
-    except Exception:  # not in the local cache (LocalEntryNotFoundError and friends)
-        folder = None
+    folder = _cached_hub_folder(hub_id)
     if folder is not None and os.path.isfile(os.path.join(folder, "config.json")):
         return _load_folder(folder, dtype)
     offline = _hub_offline()
