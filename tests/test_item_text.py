@@ -5,6 +5,7 @@ import pytest
 from recbole.data import create_dataset
 
 from recbole_earn.config import Config
+from recbole_earn.data.atomic_files import AtomicFileError
 from recbole_earn.data.item_text import ItemTextTable, ItemTitleError
 
 TITLES = {
@@ -93,4 +94,27 @@ def test_items_without_a_title_row(tmp_path):
     # (by default RecBole drops interactions with items missing from a loaded .item file; here it keeps them)
     dataset = load(tmp_path, "partial", filter_inter_by_user_or_item=False)
     with pytest.raises(ItemTitleError, match=r"1 of 5 items have no row .*'i4'"):
+        ItemTextTable.from_dataset(dataset)
+
+
+def test_empty_titles_are_named(tmp_path):
+    write_dataset(tmp_path, "blank", {**TITLES, "i3": "", "i5": "  "})
+    dataset = load(tmp_path, "blank")
+    with pytest.raises(ItemTitleError, match=r"2 items have an empty 'title' in .*blank\.item \(e\.g\. \['i3', 'i5'\]"):
+        ItemTextTable.from_dataset(dataset)
+
+
+def test_duplicate_item_rows_are_refused_not_resolved(tmp_path):
+    write_dataset(tmp_path, "twice", TITLES)
+    item_file = tmp_path / "twice" / "twice.item"
+    item_file.write_text(item_file.read_text(encoding="utf-8") + "i2\tA second title\tother\n", encoding="utf-8")
+    dataset = load(tmp_path, "twice")
+    with pytest.raises(AtomicFileError, match=r"more than one row for 1 item ids \(e\.g\. \['i2'\]\)"):
+        ItemTextTable.from_dataset(dataset)
+
+
+def test_a_tab_inside_a_title_names_the_line_not_a_missing_row(tmp_path):
+    write_dataset(tmp_path, "tab", {**TITLES, "i2": "Left\tRight"})
+    dataset = load(tmp_path, "tab")
+    with pytest.raises(AtomicFileError, match=r"tab\.item, line 3: 4 fields where the header has 3"):
         ItemTextTable.from_dataset(dataset)

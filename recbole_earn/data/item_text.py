@@ -6,33 +6,35 @@ with a double quote), so the text is read again here, straight from the `.item` 
 
 import os
 
-from recbole_earn.data.atomic_files import atomic_file_path
+from recbole_earn.data.atomic_files import (
+    EXAMPLES,
+    AtomicFileError,
+    atomic_file_path,
+    file_format,
+    iter_rows,
+    read_header,
+    refuse_duplicate_ids,
+)
 
 
-class ItemTitleError(ValueError):
+class ItemTitleError(AtomicFileError):
     pass
 
 
 def read_item_column(path, field, id_field, encoding="utf-8", separator="\t"):
     """{raw item id token: text} for one column of a RecBole `.item` file, exactly as written."""
-    with open(path, encoding=encoding, newline="") as handle:
-        header = handle.readline().rstrip("\r\n").split(separator)
-        names = [column.split(":")[0] for column in header]
-        if field not in names:
-            raise ItemTitleError(
-                f"{path} has no '{field}' field (its fields: {', '.join(names)}). Set TITLE_FIELD to the field "
-                "that holds item titles, e.g. --TITLE_FIELD=title, or rebuild the file with dataset_scripts/."
-            )
-        if id_field not in names:
-            raise ItemTitleError(f"{path} has no '{id_field}' field (its fields: {', '.join(names)}).")
-        text_column, id_column = names.index(field), names.index(id_field)
-        texts = {}
-        for line in handle:
-            values = line.rstrip("\r\n").split(separator)
-            if len(values) != len(names):
-                continue  # blank or trailing line
-            texts[values[id_column]] = values[text_column]
-        return texts
+    names = read_header(path, encoding, separator)
+    if field not in names:
+        raise ItemTitleError(
+            f"{path} has no '{field}' field (its fields: {', '.join(names)}). Set TITLE_FIELD to the field "
+            "that holds item titles, e.g. --TITLE_FIELD=title, or rebuild the file with dataset_scripts/."
+        )
+    if id_field not in names:
+        raise ItemTitleError(f"{path} has no '{id_field}' field (its fields: {', '.join(names)}).")
+    text_column, id_column = names.index(field), names.index(id_field)
+    rows = [(values[id_column], values[text_column]) for _, values in iter_rows(path, encoding, separator)]
+    refuse_duplicate_ids(path, [item for item, _ in rows])
+    return dict(rows)
 
 
 class ItemTextTable:
@@ -66,17 +68,29 @@ class ItemTextTable:
                 "dataset_scripts/prepare_dataset.py, which writes a .item file with a title field."
             )
         id_field = dataset.iid_field
-        raw_titles = read_item_column(
-            path, field, id_field, encoding=config["encoding"] or "utf-8", separator=config["field_separator"]
-        )
+        encoding, separator = file_format(config)
+        raw_titles = read_item_column(path, field, id_field, encoding=encoding, separator=separator)
         id_tokens = dataset.field2id_token[id_field]  # internal id -> raw token; index 0 is "[PAD]"
         missing = [token for token in id_tokens[1:] if token not in raw_titles]
         if missing:
             raise ItemTitleError(
-                f"{len(missing)} of {len(id_tokens) - 1} items have no row in {path} (e.g. {missing[:5]}); "
+                f"{len(missing)} of {len(id_tokens) - 1} items have no row in {path} (e.g. {missing[:EXAMPLES]}); "
                 "LLM recommenders need a title for every item. Drop those items from the .inter file or add them."
             )
-        return cls([""] + [raw_titles[token] for token in id_tokens[1:]], field)
+        titles = [raw_titles[token] for token in id_tokens[1:]]
+        refuse_empty_titles(path, field, id_tokens[1:], titles)
+        return cls([""] + titles, field)
+
+
+def refuse_empty_titles(path, field, tokens, titles):
+    """Items with an empty title would all share one prompt text and one embedding, so they could not be told
+    apart: name them."""
+    empty = [token for token, title in zip(tokens, titles) if not title.strip()]
+    if empty:
+        raise ItemTitleError(
+            f"{len(empty)} items have an empty '{field}' in {path} (e.g. {empty[:EXAMPLES]}); LLM recommenders tell "
+            "items apart by their titles. Write their titles, or remove their rows and their interactions."
+        )
 
 
 def item_descriptions(dataset, titles, fields):
@@ -85,11 +99,10 @@ def item_descriptions(dataset, titles, fields):
     are skipped; id 0 (padding) is ""."""
     config = dataset.config
     path = atomic_file_path(config, "item")
-    with open(path, encoding=config["encoding"] or "utf-8", newline="") as handle:
-        present = [column.split(":")[0] for column in handle.readline().rstrip("\r\n").split(config["field_separator"])]
+    encoding, separator = file_format(config)
+    present = read_header(path, encoding, separator)
     columns = [
-        (name, read_item_column(path, name, dataset.iid_field, encoding=config["encoding"] or "utf-8",
-                                separator=config["field_separator"]))
+        (name, read_item_column(path, name, dataset.iid_field, encoding=encoding, separator=separator))
         for name in fields or [] if name in present
     ]
     id_tokens = dataset.field2id_token[dataset.iid_field]

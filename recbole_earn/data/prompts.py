@@ -4,7 +4,12 @@ Every item's text is tokenized once and prompts are assembled from those pieces,
 prompts costs list concatenation, not tokenizer calls, and an item's tokens are the same wherever it appears.
 """
 
+import logging
 from typing import List, Sequence
+
+from recbole_earn.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 HISTORY_PLACEHOLDER = "{history}"
 
@@ -19,8 +24,24 @@ BIGREC_TEMPLATE = (
 )
 
 
-class PromptError(ValueError):
+class PromptError(ConfigError):
     pass
+
+
+def fill_template(template, **fields):
+    """`template` with its placeholders filled from `fields`; a placeholder that is not one of them, or a stray
+    brace, is a PromptError that names the placeholders the template may use."""
+    try:
+        return template.format(**fields)
+    except KeyError as error:
+        problem = f"uses {{{error.args[0]}}}, which is not set"
+    except (IndexError, AttributeError) as error:
+        problem = f"has a placeholder that is not a plain name ({error})"
+    except ValueError as error:
+        problem = f"is not a format string ({error}; write a literal brace as {{{{ or }}}})"
+    raise PromptError(
+        f"The prompt template {problem}; its placeholders are {', '.join(sorted(fields))}. Template: {template!r}"
+    ) from None
 
 
 def tokenize(tokenizer, text) -> List[int]:
@@ -33,6 +54,13 @@ def quote_title(title) -> str:
     return f'"{title}"'
 
 
+def split_template(template, **fields):
+    """(text before {history}, text after it) of a prompt template with its other placeholders filled."""
+    if not isinstance(template, str) or template.count(HISTORY_PLACEHOLDER) != 1:
+        raise PromptError(f"The prompt template must contain {HISTORY_PLACEHOLDER} exactly once: {template!r}")
+    return tuple(fill_template(template, history=HISTORY_PLACEHOLDER, **fields).split(HISTORY_PLACEHOLDER))
+
+
 class HistoryPrompter:
     """Token ids of prompts `template` with the user's items (newest last) in place of `{history}`.
 
@@ -41,15 +69,7 @@ class HistoryPrompter:
     """
 
     def __init__(self, tokenizer, template, item_texts, separator=", ", empty_history="(none)", **fields):
-        if template.count(HISTORY_PLACEHOLDER) != 1:
-            raise PromptError(f"The prompt template must contain {HISTORY_PLACEHOLDER} exactly once: {template!r}")
-        try:
-            head, tail = template.format(history=HISTORY_PLACEHOLDER, **fields).split(HISTORY_PLACEHOLDER)
-        except KeyError as error:
-            raise PromptError(
-                f"The prompt template uses {{{error.args[0]}}}, which is not set; available: "
-                f"{', '.join(sorted(fields))}, history"
-            ) from None
+        head, tail = split_template(template, **fields)
         self.head_ids = tokenize(tokenizer, head)
         self.tail_ids = tokenize(tokenizer, tail)
         self.separator_ids = tokenize(tokenizer, separator)
@@ -67,9 +87,29 @@ class HistoryPrompter:
             ids += self.item_ids[item]
         return ids + self.tail_ids
 
+    def longest_prompt_length(self, max_items) -> int:
+        """Tokens of the longest prompt a history of at most `max_items` items can give: its longest items."""
+        longest = sorted((len(ids) for ids in self.item_ids[1:]), reverse=True)[:max_items]
+        history = sum(longest) + len(self.separator_ids) * max(len(longest) - 1, 0)
+        return len(self.head_ids) + max(history, len(self.empty_history_ids)) + len(self.tail_ids)
+
     def item_text_ids(self, item: int) -> List[int]:
         """Token ids of one item's text (the BIGRec response, before EOS)."""
         return self.item_ids[item]
+
+
+def warn_if_beyond_context(llm, prompt_tokens, response_tokens, knobs):
+    """Log a warning when BOS, the registers, the longest prompt and the response can pass the backbone's
+    positions (max_position_embeddings): it would run on, at positions it was never trained for. A warning, not
+    an error: the bound takes the longest items together, which few histories hold."""
+    limit = getattr(llm.causal_lm.config, "max_position_embeddings", None)
+    length = int(llm.bos_token_id is not None) + llm.n_registers + prompt_tokens + response_tokens
+    if limit and length > limit:
+        logger.warning(
+            f"Examples can reach {length} tokens (prompt {prompt_tokens} with the longest items, response "
+            f"{response_tokens}), more than the backbone's {limit} positions (max_position_embeddings), beyond which "
+            f"it was never trained; shorten the prompts with {knobs}."
+        )
 
 
 # LC-Rec's tasks in the same Alpaca style. Items are written as their code tokens (<a_12><b_7><c_201><d_3>).

@@ -15,7 +15,7 @@ EARNBIGRec is the same model with the EARN engine switched on (registers + later
 
 import torch
 
-from recbole_earn.data.prompts import BIGREC_TEMPLATE, HistoryPrompter, quote_title, tokenize
+from recbole_earn.data.prompts import BIGREC_TEMPLATE, HistoryPrompter, quote_title, tokenize, warn_if_beyond_context
 from recbole_earn.llm.decoding import beam_search
 from recbole_earn.model.llm_recommender import LLMRecommender
 from recbole_earn.model.score_blend import ScoreBlend
@@ -37,6 +37,8 @@ class BIGRec(LLMRecommender):
         # A generated title needs no more tokens than the longest real one, plus EOS.
         longest_title = max(len(ids) for ids in self.prompter.item_ids[1:])
         self.max_new_tokens = min(config["max_new_tokens"], longest_title + 1)
+        warn_if_beyond_context(self.llm, self.prompter.longest_prompt_length(config["MAX_ITEM_LIST_LENGTH"]),
+                               self.max_new_tokens, knobs="MAX_ITEM_LIST_LENGTH")
 
         # Normalised training popularity of each item, [n_items], for BIGRec's gamma adjustment.
         counts = torch.bincount(dataset.inter_feat[self.ITEM_ID], minlength=self.n_items).float()
