@@ -6,12 +6,20 @@ and is idempotent. Reading `sys.argv` is the other known pitfall; it is handled 
 """
 
 import csv
+import os
+import pickle
 import types
 
 import pandas
 import torch
 
+from recbole_earn.errors import UserInputError
+
 _applied = False
+
+
+class UnreadableCheckpointError(UserInputError):
+    """A checkpoint file that torch cannot load: empty, truncated, corrupt or not a checkpoint."""
 
 
 class _ModuleWithOverrides(types.ModuleType):
@@ -26,15 +34,27 @@ class _ModuleWithOverrides(types.ModuleType):
         return getattr(self._module, name)
 
 
+def unreadable_reason(path, error):
+    """Why torch could not load the file at `path`, in words."""
+    if isinstance(path, (str, os.PathLike)) and os.path.isfile(path) and os.path.getsize(path) == 0:
+        return "it is empty (0 bytes)"
+    return f"{type(error).__name__}: {error} (a truncated or corrupt file, or not a torch checkpoint?)"
+
+
+def read_checkpoint_file(path, **kwargs):
+    """torch.load of a checkpoint file, weights_only=False by default (RecBole's checkpoints pickle the whole
+    Config); a file that cannot be loaded is an error naming it and why."""
+    kwargs.setdefault("weights_only", False)
+    try:
+        return torch.load(path, **kwargs)
+    except (EOFError, pickle.UnpicklingError, RuntimeError, ValueError) as error:
+        raise UnreadableCheckpointError(
+            f"Checkpoint file {path} cannot be read: {unreadable_reason(path, error)}") from error
+
+
 def load_recbole_checkpoint(path, map_location="cpu", **kwargs):
     """Load a checkpoint written by RecBole's Trainer: a pickled dict that holds the whole Config."""
-    kwargs.setdefault("weights_only", False)
-    return torch.load(path, map_location=map_location, **kwargs)
-
-
-def _torch_load_for_recbole(*args, **kwargs):
-    kwargs.setdefault("weights_only", False)
-    return torch.load(*args, **kwargs)
+    return read_checkpoint_file(path, map_location=map_location, **kwargs)
 
 
 def _read_atomic_file(*args, **kwargs):
@@ -75,7 +95,8 @@ def apply_recbole_compat():
 
     # Why: torch >= 2.6 loads with weights_only=True, and RecBole's checkpoints pickle the whole Config
     # ("Unsupported operand 149" at trainer.evaluate(load_best_model=True)).
-    recbole_trainer.torch = _ModuleWithOverrides(torch, load=_torch_load_for_recbole)
+    # A checkpoint that cannot be loaded (e.g. truncated) is reported by its file name.
+    recbole_trainer.torch = _ModuleWithOverrides(torch, load=read_checkpoint_file)
 
     # Why: atomic files are plain tab-separated text, but pandas treats a field that starts with '"' as quoted
     # and then fails ("'\t' expected after '\"'") or swallows text, e.g. a title like `"Weird Al" Yankovic`.

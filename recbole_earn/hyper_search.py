@@ -269,8 +269,19 @@ def run_hyperopt(spec: SearchSpec, runner: TrialRunner) -> List[dict]:
     return records
 
 
-def run_ray(spec: SearchSpec, runner: TrialRunner, num_cpus=None) -> List[dict]:
-    """Ray Tune: each trial runs in a Ray worker (a local Ray instance unless RAY_ADDRESS names a cluster)."""
+def ray_search_algorithm(spec: SearchSpec, bigger: bool):
+    """Ray's search algorithm for the spec's algo (None: Ray's own sampling of the space), maximising the trial
+    score when bigger is better (valid_metric_bigger), else minimising it."""
+    if spec.algo != "bayes":
+        return None
+    from ray.tune.search.hyperopt import HyperOptSearch
+
+    return HyperOptSearch(metric="score", mode="max" if bigger else "min")
+
+
+def run_ray(spec: SearchSpec, runner: TrialRunner, num_cpus=None, bigger=True) -> List[dict]:
+    """Ray Tune: each trial runs in a Ray worker (a local Ray instance unless RAY_ADDRESS names a cluster).
+    bigger: whether a larger validation score is better."""
     import ray
     from ray import air, tune
 
@@ -282,11 +293,7 @@ def run_ray(spec: SearchSpec, runner: TrialRunner, num_cpus=None) -> List[dict]:
             result = runner(params)
             return {"score": float(result["best_valid_score"]), "record": trial_record(0, params, result)}
 
-        search_alg = None
-        if spec.algo == "bayes":
-            from ray.tune.search.hyperopt import HyperOptSearch
-
-            search_alg = HyperOptSearch(metric="score", mode="max")
+        search_alg = ray_search_algorithm(spec, bigger)
         samples = 1 if spec.algo == "exhaustive" else spec.max_evals
         tuner = tune.Tuner(
             tune.with_resources(trainable, {"cpu": 1}),
@@ -355,11 +362,13 @@ def run_search(model, dataset, search_file, config_file_list=None, config_dict=N
     from recbole_earn.config import Config
 
     spec = load_search_spec(search_file)
-    config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict,
-                    cmd_args=cmd_args)
+    # The trials select on the search's metric: so does this config, whose valid_metric_bigger is then theirs.
+    config = Config(model=model, dataset=dataset, config_file_list=config_file_list,
+                    config_dict=dict(config_dict or {}, valid_metric=spec.metric), cmd_args=cmd_args)
     check_against_config(spec, config, cmd_args)
     runner = TrialRunner(model, dataset, spec.metric, config_file_list, config_dict, cmd_args)
-    records = run_ray(spec, runner, ray_num_cpus) if spec.tool == "ray" else run_hyperopt(spec, runner)
-    best = best_trial(records, bigger=config["valid_metric_bigger"])
+    bigger = config["valid_metric_bigger"]
+    records = run_ray(spec, runner, ray_num_cpus, bigger) if spec.tool == "ray" else run_hyperopt(spec, runner)
+    best = best_trial(records, bigger=bigger)
     trials_path, best_yaml = write_outputs(records, best, spec, output_stem or default_output_stem(model, dataset))
     return SearchResult(trials=records, best=best, trials_path=trials_path, best_yaml_path=best_yaml)

@@ -6,6 +6,7 @@ checkpoints) is RecBole's. Checkpoints stay small because the LLM recommenders' 
 their trainable tensors (see `recbole_earn.model.llm_recommender`).
 """
 
+import contextlib
 import math
 
 import numpy as np
@@ -14,6 +15,7 @@ from recbole.data.dataloader import TrainDataLoader
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 
+from recbole_earn.model.trained_setup import CheckpointMismatchError
 from recbole_earn.training_progress import TrainingProgress, lr_factor
 
 LOG_INTERVAL_S = 60.0  # seconds of training between two progress lines
@@ -37,6 +39,15 @@ def few_shot_loader(train_data, sample_num, seed, epoch=None):
     chosen = np.sort(np.take(order, np.arange(start, start + sample_num), mode="wrap"))
     subset = dataset.copy(dataset.inter_feat[chosen])
     return TrainDataLoader(train_data.config, subset, train_data._sampler, shuffle=train_data.shuffle)
+
+
+@contextlib.contextmanager
+def naming_checkpoint_file(path):
+    """Put the checkpoint file's name in front of a model's refusal to load its weights."""
+    try:
+        yield
+    except CheckpointMismatchError as error:
+        raise CheckpointMismatchError(f"{path}: {error}") from None
 
 
 class BudgetedBatches:
@@ -161,3 +172,13 @@ class LLMTrainer(Trainer):
                              f"{self.progress.examples} examples")
             self._add_hparam_to_tensorboard(self.best_valid_score)
             return self.best_valid_score, self.best_valid_result
+
+    # -- checkpoints: a refused one is named ----------------------------------------------------------------------
+    def resume_checkpoint(self, resume_file):
+        with naming_checkpoint_file(resume_file):
+            super().resume_checkpoint(resume_file)
+
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        with naming_checkpoint_file(model_file or self.saved_model_file):
+            return super().evaluate(eval_data, load_best_model=load_best_model, model_file=model_file,
+                                    show_progress=show_progress)

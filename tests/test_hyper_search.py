@@ -110,3 +110,28 @@ def test_random_and_bayes_spaces_sample_within_bounds(tmp_path):
         assert 1e-4 <= sample["learning_rate"] <= 1.01e-3
         assert type(sample["lora_r"]) is int and 4 <= sample["lora_r"] < 17
         assert 0.0 <= sample["lora_dropout"] <= 0.1 and sample["earn_k"] in (4, 8)
+
+
+def test_ray_search_direction_follows_valid_metric_bigger(mini_ml100k, tmp_path, monkeypatch):
+    import recbole_earn.hyper_search as hyper_search
+
+    bayes = hyper_search.SearchSpec(space={"learning_rate": ("uniform", [0.001, 0.01])}, metric="ndcg@10",
+                                    algo="bayes", tool="ray")
+    assert hyper_search.ray_search_algorithm(bayes, bigger=False)._mode == "min"
+    assert hyper_search.ray_search_algorithm(bayes, bigger=True)._mode == "max"
+
+    passed = {}
+
+    def fake_ray(spec, runner, num_cpus=None, bigger=True):
+        passed["bigger"] = bigger
+        return [{"trial": 0, "params": {"learning_rate": 0.01}, "best_valid_score": 1.0, "test_result": {}}]
+
+    monkeypatch.setattr(hyper_search, "run_ray", fake_ray)
+    path = tmp_path / "search.yaml"
+    # RecBole: a smaller average popularity is better
+    for metric, bigger in (("averagepopularity@10", False), ("ndcg@10", True)):
+        path.write_text(yaml.safe_dump(dict(metric=metric, tool="ray", space={"learning_rate": {"choice": [0.01]}})))
+        hyper_search.run_search("EARNBIGRec", mini_ml100k["dataset"], str(path),
+                                config_dict=dict(mini_ml100k["config"], metrics=["NDCG", "AveragePopularity"]),
+                                output_stem=str(tmp_path / "out" / "search"))
+        assert passed == {"bigger": bigger}

@@ -48,3 +48,33 @@ def test_unknown_model_lists_the_available_ones():
 def test_unknown_model_through_config():
     with pytest.raises(UnknownModelError, match="Unknown model 'NoSuchRec'"):
         Config(model="NoSuchRec", dataset="ml-100k")
+
+
+@pytest.fixture
+def broken_module(tmp_path, monkeypatch):
+    """A module on sys.path whose import fails inside it (a dependency it needs is missing)."""
+    (tmp_path / "broken_recommender.py").write_text("import no_such_dependency_of_the_model\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "broken_recommender", raising=False)
+    return "broken_recommender"
+
+
+def test_our_model_modules_import_error_propagates(broken_module, monkeypatch):
+    monkeypatch.setitem(earn_models.MODEL_MODULES, "BrokenRec", broken_module)
+    with pytest.raises(ImportError, match="no_such_dependency_of_the_model"):
+        get_model_class("BrokenRec")
+
+
+def test_recbole_model_modules_import_error_names_the_module(broken_module, monkeypatch):
+    import recbole_earn.model_lookup as lookup
+
+    monkeypatch.setattr(lookup, "recbole_model_module", lambda name: broken_module)
+    with pytest.raises(ImportError, match="Model 'BrokenRec': importing broken_recommender failed: No module named "
+                                          "'no_such_dependency_of_the_model'"):
+        get_model_class("BrokenRec")
+
+
+def test_a_wrongly_cased_or_missing_name_is_unknown():
+    for name in ("sasrec", "NoSuchRec", "../SASRec"):
+        with pytest.raises(UnknownModelError, match=f"Unknown model '{name}'"):
+            get_model_class(name)

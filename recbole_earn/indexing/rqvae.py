@@ -80,11 +80,13 @@ class RQVAE(nn.Module):
 def train_rqvae(embeddings: torch.Tensor, levels, codebook_size, code_dim=32, epochs=500, batch_size=1024,
                 learning_rate=1e-3, seed=0, log=None) -> RQVAE:
     """An RQ-VAE fitted to item embeddings [n, dim] (standardise them first: the LLM's hidden states have a few
-    huge dimensions). Deterministic for a seed."""
+    huge dimensions). Deterministic for a seed, and leaves the global RNG as it found it: a run that builds the
+    index and one that loads it from the cache go on from the same random state."""
     generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
     x = embeddings.float()
-    model = RQVAE(x.shape[1], levels=levels, codebook_size=codebook_size, code_dim=code_dim)
+    with torch.random.fork_rng(devices=[]):  # the layers' initialisation draws from the global (CPU) RNG
+        torch.manual_seed(seed)
+        model = RQVAE(x.shape[1], levels=levels, codebook_size=codebook_size, code_dim=code_dim)
     with torch.no_grad():
         model.init_codebooks(model.encoder(x), generator=generator)
     optimiser = torch.optim.Adam(model.parameters(), lr=learning_rate)

@@ -13,7 +13,9 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 ATTENTION_NAME = "earn"
-_BASE_ATTENTION = {}  # id(config) -> the backbone's own implementation ("sdpa" or "eager"), kept out of config.json
+# The backbone's own implementation ("sdpa" or "eager"), kept on each of its attention modules: not on the config,
+# whose attributes all go to config.json, nor in a table keyed by id(config), which a later config may reuse.
+BASE_ATTENTION_ATTRIBUTE = "earn_base_attention"
 
 
 def _shared_prefix_attention(module, query, beam_keys, beam_values, cache, scaling):
@@ -65,14 +67,19 @@ def earn_attention_forward(module, query, key, value, attention_mask, scaling=No
     cache = kwargs.pop("earn_cache", None)
     if cache is not None:
         return _shared_prefix_attention(module, query, key, value, cache, scaling)
-    base = _BASE_ATTENTION.get(id(module.config), "sdpa")
-    if base == "eager":
+    if getattr(module, BASE_ATTENTION_ATTRIBUTE, "sdpa") == "eager":
         from transformers.models.llama.modeling_llama import eager_attention_forward
 
         return eager_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
                                        **kwargs)
     return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
                                   **kwargs)
+
+
+def attention_modules(model):
+    """The modules that call the attention function: one per layer, each with its layer index and the config."""
+    return [module for module in model.modules()
+            if hasattr(module, "layer_idx") and getattr(module, "config", None) is model.config]
 
 
 def install_earn_attention(model):
@@ -86,5 +93,9 @@ def install_earn_attention(model):
         base = config._attn_implementation
         if base not in ("sdpa", "eager"):
             raise ValueError(f"EARN supports sdpa or eager attention backbones, got {base!r}")
-        _BASE_ATTENTION[id(config)] = base
+        modules = attention_modules(model)
+        if not modules:
+            raise ValueError(f"EARN found no attention modules (with a layer_idx) in {type(model).__name__}")
+        for module in modules:
+            setattr(module, BASE_ATTENTION_ATTRIBUTE, base)
         config._attn_implementation_internal = ATTENTION_NAME

@@ -10,7 +10,9 @@ score and is padded. Beams that could not be filled (fewer allowed sequences tha
 length 0.
 """
 
+import copy
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence
 
@@ -20,6 +22,19 @@ from .trie import TokenTrie
 
 
 NORMALISERS = ("vocabulary", "trie")
+_TRIE_COPIES = weakref.WeakKeyDictionary()  # a caller's trie -> {device: its copy there}, dropped with the trie
+
+
+def trie_on(trie: TokenTrie, device) -> TokenTrie:
+    """`trie` on `device`: itself when it is there already, else its copy there, made once and reused; the
+    caller's trie is never moved (the same trie may serve models on several devices)."""
+    device = torch.device(device)
+    if trie.children_tokens.device == device:
+        return trie
+    copies = _TRIE_COPIES.setdefault(trie, {})
+    if device not in copies:
+        copies[device] = copy.copy(trie).to(device)  # a shallow copy: .to() rebinds the copy's tensors only
+    return copies[device]
 
 
 @dataclass
@@ -58,7 +73,7 @@ def beam_search(model, prompts: Sequence[Sequence[int]], num_beams: int = 4, max
         raise ValueError(f"num_beams must be >= 1, got {num_beams}")
     if trie is not None:
         max_new_tokens = trie.max_depth if max_new_tokens is None else min(max_new_tokens, trie.max_depth)
-        trie.to(model.registers.device)
+        trie = trie_on(trie, model.registers.device)
     if max_new_tokens is None or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     eos = model.eos_token_id if eos_token_id is None else eos_token_id

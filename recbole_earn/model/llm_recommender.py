@@ -6,14 +6,19 @@ subclass supplies the prompts, the loss and the scores. `use_earn` is the one sw
 (all layers see everything, no registers) and its EARN version.
 """
 
+import numbers
+
 import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
 from recbole_earn.data.item_text import ItemTextTable
+from recbole_earn.data.prompts import split_template
+from recbole_earn.errors import ConfigError
 from recbole_earn.llm.backbone import base_causal_lm, load_backbone, prepare_for_training
 from recbole_earn.llm.config import EARNConfig
 from recbole_earn.llm.earn_model import EARNModel
+from recbole_earn.model.trained_setup import SETUP_KEY, CheckpointMismatchError, check_trained_setup, trained_setup
 from recbole_earn.trainer import LLMTrainer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -23,6 +28,7 @@ def earn_config_from(config, num_layers, use_earn):
     """The engine's EARNConfig from RecBole config keys; the plain model runs all layers with no registers."""
     if not use_earn:
         return EARNConfig(earn_k=num_layers, n_prefix_registers=0, n_suffix_registers=0)
+    check_recommender_earn_k(config["earn_k"], num_layers)
     return EARNConfig(
         earn_k=config["earn_k"],
         n_prefix_registers=config["n_prefix_registers"],
@@ -30,13 +36,47 @@ def earn_config_from(config, num_layers, use_earn):
     )
 
 
+def check_recommender_earn_k(earn_k, num_layers):
+    """A recommender's register layer must be in [1, N]: layers [0, k) are the only ones that see the prompt, so
+    with k = 0 no layer reads the user's history and every user gets the same ranking. (~ means round(N / 4).)"""
+    k = round(num_layers / 4) if earn_k is None else earn_k
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise ConfigError(f"earn_k must be an integer in [1, {num_layers}] (or ~ for round(N/4)), got {earn_k!r}.")
+    if k == 0:
+        raise ConfigError(
+            "earn_k=0 would never read the prompt: layers [0, earn_k) are the only ones that see it, so every user "
+            f"would get the same ranking. Use earn_k in [1, {num_layers}] (the backbone has {num_layers} layers; "
+            f"earn_k={num_layers} is plain fine-tuning)."
+        )
+    if not 1 <= k <= num_layers:
+        raise ConfigError(
+            f"earn_k={k} is outside [1, {num_layers}]: the backbone has {num_layers} decoder layers "
+            f"(earn_k={num_layers} is plain fine-tuning)."
+        )
+
+
+def refuse_training_nothing(config, model_class):
+    """finetune: frozen leaves only what the model adds to train (EARN's registers, LC-Rec's code-token rows);
+    a plain model that adds nothing would train nothing."""
+    if config["finetune"] == "frozen" and not model_class.use_earn and not model_class.trains_new_token_rows:
+        name = model_class.__name__
+        raise ConfigError(
+            f"finetune: frozen trains nothing in {name}: the backbone is frozen and {name} has no registers. Use "
+            f"finetune: lora or full, or EARN{name}, whose registers train."
+        )
+
+
 class LLMRecommender(SequentialRecommender):
     input_type = InputType.POINTWISE
     needs_item_text = True  # the runner checks for the .item file before loading the dataset
     trainer_class = LLMTrainer
     use_earn = False
+    trains_new_token_rows = False  # rows of tokens added to the vocabulary, which train even with a frozen backbone
 
     def __init__(self, config, dataset):
+        refuse_training_nothing(config, type(self))
+        if config["prompt_template"]:  # checked before the backbone loads (and LC-Rec's item index is built)
+            split_template(config["prompt_template"], item_noun="", interaction_verb="")
         super().__init__(config, dataset)
         catalog = self.n_items - 1  # RecBole's id 0 is padding
         if max(config["topk"]) > catalog:
@@ -59,6 +99,8 @@ class LLMRecommender(SequentialRecommender):
         )
         num_layers = base_causal_lm(backbone).config.num_hidden_layers
         self.llm = EARNModel(backbone, earn_config_from(config, num_layers, self.use_earn), tokenizer=self.tokenizer)
+        # What the trained weights depend on, saved with them (a subclass adds its own, e.g. LC-Rec's item index).
+        self.trained_setup = trained_setup(config["llm_path"], config["finetune"], self.llm)
         self.reset_inference_stats()
 
     @staticmethod
@@ -102,23 +144,30 @@ class LLMRecommender(SequentialRecommender):
         return {name for name, parameter in self.named_parameters() if parameter.requires_grad}
 
     def state_dict(self, *args, **kwargs):
-        """Only the trained tensors (LoRA weights, registers, ...). The frozen backbone is rebuilt from the
-        config that RecBole saves beside them, so a checkpoint is megabytes, not the whole LLM."""
+        """Only the trained tensors (LoRA weights, registers, ...), and the record of the setup they were trained
+        with (`SETUP_KEY`). The frozen backbone is rebuilt from the config that RecBole saves beside them, so a
+        checkpoint is megabytes, not the whole LLM."""
         full = super().state_dict(*args, **kwargs)
         prefix = kwargs.get("prefix", "")
         keep = {prefix + name for name in self.trainable_names()}
-        return type(full)((name, tensor) for name, tensor in full.items() if name in keep)
+        kept = type(full)((name, tensor) for name, tensor in full.items() if name in keep)
+        kept[prefix + SETUP_KEY] = dict(self.trained_setup)
+        return kept
 
     def load_state_dict(self, state_dict, strict=True, assign=False):
+        """Load trained tensors after checking that they were trained with this model's setup (a checkpoint
+        without that record, from an older version, loads with a warning)."""
+        check_trained_setup(state_dict.get(SETUP_KEY), self.trained_setup, type(self).__name__)
+        weights = {name: tensor for name, tensor in state_dict.items() if name != SETUP_KEY}
         trainable = self.trainable_names()
-        unexpected = sorted(set(state_dict) - set(super().state_dict(keep_vars=True)))
-        missing = sorted(trainable - set(state_dict))
+        unexpected = sorted(set(weights) - set(super().state_dict(keep_vars=True)))
+        missing = sorted(trainable - set(weights))
         if strict and (unexpected or missing):
-            raise RuntimeError(
+            raise CheckpointMismatchError(
                 f"Checkpoint does not match {type(self).__name__}'s trainable weights: missing {missing[:5]}, "
                 f"unexpected {unexpected[:5]} (was it saved with other finetune / LoRA / register settings?)"
             )
-        result = super().load_state_dict(state_dict, strict=False, assign=assign)
+        result = super().load_state_dict(weights, strict=False, assign=assign)
         self.on_weights_changed()
         return result
 
@@ -130,7 +179,8 @@ class LLMRecommender(SequentialRecommender):
     def _apply(self, fn, *args, **kwargs):
         # .to() / .cuda() / .half() (quick_start.build_model moves the model to config["device"]): parameters and
         # buffers (e.g. BIGRec's popularity) follow by themselves; a cache computed from the weights (BIGRec's item
-        # embeddings) is on the old device or dtype, so it is dropped. (LC-Rec's trie moves at each beam search.)
+        # embeddings) is on the old device or dtype, so it is dropped. (Beam search copies LC-Rec's trie to the
+        # model's device.)
         result = super()._apply(fn, *args, **kwargs)
         self.on_weights_changed()
         return result
