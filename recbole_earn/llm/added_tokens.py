@@ -27,12 +27,13 @@ class AddedTokenRows(nn.Module):
         self.num_tokens = int(num_tokens)
         self.tied = bool(tied)
         mean = input_embeddings.detach()[:first_id].float().mean(0)
-        self.input_rows = nn.Parameter(mean.repeat(num_tokens, 1).to(input_embeddings.dtype))  # [n, hidden]
+        # float32 rows under any backbone dtype (trained weights; cast where used, like the registers)
+        self.input_rows = nn.Parameter(mean.repeat(num_tokens, 1).to(input_embeddings.device))  # [n, hidden]
         if self.tied:
             self.output_rows = None
         else:
             out_mean = output_embeddings.detach()[:first_id].float().mean(0)
-            self.output_rows = nn.Parameter(out_mean.repeat(num_tokens, 1).to(output_embeddings.dtype))
+            self.output_rows = nn.Parameter(out_mean.repeat(num_tokens, 1).to(output_embeddings.device))
 
     @property
     def vocab_size(self):

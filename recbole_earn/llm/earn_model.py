@@ -81,8 +81,9 @@ class EARNModel(nn.Module):
         scale = embed_weight.detach().float().std().item()
         registers = torch.randn(self.n_prefix_registers + self.n_suffix_registers, embed_weight.shape[1]) * scale
         # Drawn on the CPU (the same values on every device), then put where the backbone is: the engine takes its
-        # device from the registers.
-        self.registers = nn.Parameter(registers.to(device=embed_weight.device, dtype=embed_weight.dtype))
+        # device from the registers. Kept in float32 under a bf16 backbone, like LoRA's weights: AdamW's small
+        # steps vanish in bf16's 8-bit mantissa. Cast to the activations' dtype where used.
+        self.registers = nn.Parameter(registers.to(device=embed_weight.device, dtype=torch.float32))
         self.added_tokens = None  # AddedTokenRows once add_tokens() is called
         install_earn_attention(lm)
         install_weight_major_linear(lm)  # decoding steps' few rows stream the weights faster (small_batch_linear.py)
