@@ -11,6 +11,7 @@ from recbole_earn.data.item_text import item_descriptions
 from recbole_earn.indexing.collaborative import matrix_digest, user_item_matrix
 from recbole_earn.indexing.item_index import IndexSettings, build_item_index, codes_from_embeddings
 from recbole_earn.model.lcrec import index_folder, index_settings
+from recbole_earn.model.trained_setup import SETUP_KEY
 from recbole_earn.quick_start import run_earn
 
 from recommender_helpers import assert_checkpoint_restores_scores, build, device_keys, first_batch, train
@@ -182,6 +183,7 @@ def test_checkpoint_round_trip_reproduces_scores(mini_ml100k, tmp_path, device):
     train(model, train_data)
     state = model.state_dict()
     assert "llm.added_tokens.input_rows" in state and "llm.registers" in state
+    assert state[SETUP_KEY]["item_index"] == model.index.digest()  # the codes its code-token rows were trained for
     # the reload builds with another seed: the item index does not depend on the run seed
     assert_checkpoint_restores_scores(config, model, first_batch(test_data, device), tmp_path / "checkpoint.pth")
 
@@ -214,3 +216,13 @@ def test_topk_larger_than_the_beams_is_refused(mini_ml100k):
 def test_unknown_task_is_a_clear_error(mini_ml100k):
     with pytest.raises(ValueError, match=r"task_proportions has unknown tasks \['explain'\]"):
         build(lcrec_config(mini_ml100k, task_proportions={"seqrec": 1.0, "explain": 1.0}))
+
+
+def test_trie_loss_trains_the_code_rows_of_every_task(mini_ml100k):
+    config = lcrec_config(mini_ml100k, loss_normalise="trie", beam_normalise="trie",
+                          task_proportions={"seqrec": 0.4, "item2index": 0.3, "index2item": 0.3})
+    model, train_data, _, _ = build(config)
+    loss = model.calculate_loss(first_batch(train_data))
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert model.llm.added_tokens.input_rows.grad.abs().sum() > 0

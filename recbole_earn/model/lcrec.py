@@ -25,11 +25,14 @@ from recbole_earn.data.prompts import (
     HistoryPrompter,
     quote_title,
     tokenize,
+    warn_if_beyond_context,
 )
+from recbole_earn.errors import ConfigError
 from recbole_earn.indexing.collaborative import collaborative_vectors, matrix_digest, user_item_matrix
 from recbole_earn.indexing.item_index import IndexSettings, build_item_index
 from recbole_earn.llm.backbone import cache_root
 from recbole_earn.llm.decoding import NORMALISERS, constrained_beam_search
+from recbole_earn.llm.trie_loss import FREE, trie_cross_entropy, trie_prefix_nodes
 from recbole_earn.llm.scoring import candidate_log_probs
 from recbole_earn.llm.trie import TokenTrie
 from recbole_earn.model.llm_recommender import LLMRecommender
@@ -66,10 +69,10 @@ def task_proportions(config):
     raw = dict(config["task_proportions"] or {"seqrec": 1.0})
     unknown = sorted(set(raw) - set(TASKS))
     if unknown:
-        raise ValueError(f"task_proportions has unknown tasks {unknown}; the tasks are {', '.join(TASKS)}")
+        raise ConfigError(f"task_proportions has unknown tasks {unknown}; the tasks are {', '.join(TASKS)}")
     weights = {task: float(raw.get(task, 0.0)) for task in TASKS}
     if any(weight < 0 for weight in weights.values()) or sum(weights.values()) <= 0:
-        raise ValueError(f"task_proportions must be >= 0 and not all 0, got {raw}")
+        raise ConfigError(f"task_proportions must be >= 0 and not all 0, got {raw}")
     total = sum(weights.values())
     return {task: weight / total for task, weight in weights.items()}
 
@@ -88,23 +91,39 @@ def training_items_by_user(dataset, user_field, item_field, item_seq_field):
 
 
 class LCRec(LLMRecommender):
+    trains_new_token_rows = True  # the code tokens' rows
+
+    @classmethod
+    def check_config(cls, config):
+        """Refuse config values LC-Rec cannot run with; needs no model, so a group run checks before training."""
+        for knob in ("beam_normalise", "loss_normalise"):
+            normaliser = config[knob] or "vocabulary"
+            if normaliser not in NORMALISERS:
+                raise ConfigError(f"{knob} must be one of {', '.join(NORMALISERS)}, got {normaliser!r}")
+        if max(config["topk"]) > config["num_beams"]:
+            raise ConfigError(
+                f"topk {config['topk']} is larger than num_beams={config['num_beams']}: LC-Rec ranks only the items "
+                f"its constrained beam search reaches. Use --num_beams={max(config['topk'])} or a smaller --topk."
+            )
+        if config["code_token_init"] not in CODE_TOKEN_INITS:
+            raise ConfigError(
+                f"code_token_init must be one of {', '.join(CODE_TOKEN_INITS)}, got {config['code_token_init']!r}")
+        task_proportions(config)
+
     def __init__(self, config, dataset):
+        self.check_config(config)
         super().__init__(config, dataset)
         self.num_beams = config["num_beams"]
         self.beam_normalise = config["beam_normalise"] or "vocabulary"
-        if self.beam_normalise not in NORMALISERS:
-            raise ValueError(f"beam_normalise must be one of {', '.join(NORMALISERS)}, got {self.beam_normalise!r}")
-        if max(config["topk"]) > self.num_beams:
-            raise ValueError(
-                f"topk {config['topk']} is larger than num_beams={self.num_beams}: LC-Rec ranks only the items its "
-                f"constrained beam search reaches. Use --num_beams={max(config['topk'])} or a smaller --topk."
-            )
+        self.loss_normalise = config["loss_normalise"] or "vocabulary"
         self.training_items = training_items_by_user(dataset, self.USER_ID, self.ITEM_ID, self.ITEM_SEQ)
         self.index = self._item_index(config, dataset)
+        self.trained_setup["item_index"] = self.index.digest()  # the code tokens' rows are trained for these codes
 
         titles = [quote_title(title) for title in self.item_titles.titles]
         self._add_code_tokens(config["code_token_init"], titles)
         self.trie = TokenTrie(self.code_ids[1:])
+        self.code_prefix_nodes = [[]] + [trie_prefix_nodes(self.trie, ids) for ids in self.code_ids[1:]]
         self.item_of_code = {tuple(ids): item for item, ids in enumerate(self.code_ids) if item > 0}
 
         fields = {"item_noun": config["item_noun"] or "items",
@@ -114,6 +133,9 @@ class LCRec(LLMRecommender):
             else codes
         self.seqrec_prompter = HistoryPrompter(self.tokenizer, config["prompt_template"] or LCREC_SEQREC_TEMPLATE,
                                                history_items, **fields)
+        longest_code = max(len(ids) for ids in self.code_ids)
+        warn_if_beyond_context(self.llm, self.seqrec_prompter.longest_prompt_length(config["MAX_ITEM_LIST_LENGTH"]),
+                               longest_code + 1, knobs="MAX_ITEM_LIST_LENGTH or history_with_titles: False")
         self.item2index = self._split_template(LCREC_ITEM2INDEX_TEMPLATE.format(title="{item}", **fields))
         self.index2item = self._split_template(LCREC_INDEX2ITEM_TEMPLATE.format(code="{item}", **fields))
         self.exclude_history = bool(config["exclude_history_items"])
@@ -123,8 +145,6 @@ class LCRec(LLMRecommender):
     def _add_code_tokens(self, init, titles):
         """The code tokens join a private copy of the tokenizer (others may share the loaded one) and get their own
         trainable rows in the engine, right after the tokenizer's vocabulary, starting as `init` says."""
-        if init not in CODE_TOKEN_INITS:
-            raise ValueError(f"code_token_init must be one of {', '.join(CODE_TOKEN_INITS)}, got {init!r}")
         self.tokenizer = copy.deepcopy(self.tokenizer)
         first_id = len(self.tokenizer)
         self.tokenizer.add_tokens(self.index.token_strings())
@@ -180,7 +200,8 @@ class LCRec(LLMRecommender):
                                  str(config["llm_path"]),
                                  collaborative=lambda: collaborative_vectors(interactions, settings.collaborative_dim,
                                                                              seed=settings.seed),
-                                 interactions_digest=matrix_digest(interactions))
+                                 interactions_digest=matrix_digest(interactions),
+                                 llm_dtype=config["llm_dtype"] or "float32")
         if first and distributed:
             torch.distributed.barrier()
         return index
@@ -210,7 +231,14 @@ class LCRec(LLMRecommender):
         tasks = self.sample_tasks(len(items))
         examples = [self.example(task, history, item)
                     for task, history, item in zip(tasks, self.histories(interaction), items)]
-        return self.llm.compute_loss([prompt for prompt, _ in examples], [response for _, response in examples])
+        prompts, responses = [prompt for prompt, _ in examples], [response for _, response in examples]
+        if self.loss_normalise == "vocabulary":
+            return self.llm.compute_loss(prompts, responses)
+        # Code answers are scored among the trie's children, each response's EOS and titles over the vocabulary.
+        nodes = [node for task, item, response in zip(tasks, items, responses)
+                 for node in (self.code_prefix_nodes[item] if task != "index2item" else [FREE] * len(response))
+                 + [FREE]]
+        return trie_cross_entropy(self.llm, self.llm.make_batch(prompts, responses), torch.tensor(nodes), self.trie)
 
     # -- inference ------------------------------------------------------------------------------------------------
     def prompts(self, interaction):
