@@ -23,7 +23,8 @@ setup(
     # properties/ lives at the top level of the repository; it is shipped inside the package as
     # recbole_earn/properties so that an installed wheel finds its defaults (see recbole_earn/paths.py).
     package_dir={"recbole_earn.properties": "properties"},
-    package_data={"recbole_earn.properties": ["*.yaml", "*/*.yaml"]},
+    package_data={"recbole_earn.properties": ["*.yaml", "*/*.yaml"],
+                  "recbole_earn.analysis": ["*.txt"]},  # the English text the attention analysis compares with
     install_requires=[
         "torch>=2.1",
         "recbole==1.2.1",
