@@ -226,3 +226,10 @@ def test_trie_loss_trains_the_code_rows_of_every_task(mini_ml100k):
     loss.backward()
     assert torch.isfinite(loss)
     assert model.llm.added_tokens.input_rows.grad.abs().sum() > 0
+
+
+def test_runs_in_bf16_share_the_float32_index(mini_ml100k):
+    float32 = build(lcrec_config(mini_ml100k))[0]
+    bf16 = build(lcrec_config(mini_ml100k, llm_dtype="bfloat16"))[0]
+    assert bf16.index.digest() == float32.index.digest()
+    assert len([name for name in os.listdir(index_folder(lcrec_config(mini_ml100k))) if ".item-index." in name]) == 1

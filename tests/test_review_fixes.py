@@ -24,8 +24,8 @@ def test_hub_cache_failure_is_reported_as_itself(monkeypatch):
     assert "not reachable" not in str(error.value) and isinstance(error.value.__cause__, PermissionError)
 
 
-# -- item index: the key holds llm_dtype (except float32), the build leaves the global RNG alone ----------------------
-def build_index(folder, llm_dtype="float32"):
+# -- item index: the build leaves the global RNG alone --------------------------------------------------------------
+def build_index(folder):
     """A small index over 40 random 'embeddings'; returns (index, whether it was built rather than loaded)."""
     embeddings = torch.randn(40, 16, generator=torch.Generator().manual_seed(0))
     built = []
@@ -36,17 +36,8 @@ def build_index(folder, llm_dtype="float32"):
 
     texts, tokens = [""] + [f"item {i}" for i in range(40)], ["[PAD]"] + [str(i) for i in range(40)]
     settings = IndexSettings(levels=2, codebook_size=8, code_dim=4, epochs=3, seed=5)
-    index = build_item_index(texts, tokens, embed, settings, str(folder), "toy", "tiny-llama", llm_dtype=llm_dtype)
+    index = build_item_index(texts, tokens, embed, settings, str(folder), "toy", "tiny-llama")
     return index, bool(built)
-
-
-def test_index_key_holds_the_dtype_but_float32_keys_are_unchanged(tmp_path):
-    _, built = build_index(tmp_path)  # the key as before llm_dtype was in it
-    assert built
-    assert not build_index(tmp_path, "float32")[1]  # float32: the same key, the same file
-    assert build_index(tmp_path, "bfloat16")[1]  # bf16 embeddings: another index
-    assert not build_index(tmp_path, "bfloat16")[1]
-    assert len(list(tmp_path.glob("toy.item-index.*.json"))) == 2
 
 
 def test_building_an_index_leaves_the_global_rng_as_loading_it_does(tmp_path):

@@ -187,14 +187,14 @@ def load_saved_index(path: str, key: Dict[str, object], item_tokens: List[str],
 
 def build_item_index(item_texts: List[str], item_tokens: List[str], embed, settings: IndexSettings, folder: str,
                      dataset_name: str, backbone_name: str, logger: Optional[logging.Logger] = None,
-                     collaborative=None, interactions_digest: Optional[str] = None,
-                     llm_dtype: str = "float32") -> ItemIndex:
+                     collaborative=None, interactions_digest: Optional[str] = None) -> ItemIndex:
     """The item index of a dataset, loaded from `folder` when one with the same key exists, else built and saved.
 
     item_texts / item_tokens: per internal item id (index 0 is padding), the text to embed and the raw item id.
     embed: texts -> [n, dim] embeddings (called only when the index must be built).
     collaborative: () -> [n, c] collaborative vectors of the same items, and interactions_digest what they were
-    computed from; needed when settings.collaborative_weight > 0. llm_dtype: the precision of the embeddings.
+    computed from; needed when settings.collaborative_weight > 0. `embed` must give float32-computed embeddings
+    whatever the run's precision: the key does not hold it, so runs in any dtype share one index.
     """
     logger = logger or logging.getLogger(__name__)
     key = {
@@ -209,8 +209,6 @@ def build_item_index(item_texts: List[str], item_tokens: List[str], embed, setti
         raise ValueError("collaborative_weight > 0 needs the collaborative vectors and their interactions' digest")
     else:
         key["interactions"] = interactions_digest
-    if llm_dtype != "float32":  # the embeddings differ by precision; float32 keys stay as they were, still reused
-        key["llm_dtype"] = llm_dtype
     path = index_path(folder, dataset_name, key)
     index = load_saved_index(path, key, item_tokens, logger)
     if index is not None:

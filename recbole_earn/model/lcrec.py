@@ -182,13 +182,14 @@ class LCRec(LLMRecommender):
         tokens = list(dataset.field2id_token[dataset.iid_field])
 
         def embed(item_texts):
-            was_training = self.llm.training
-            self.llm.eval()  # no LoRA dropout; LoRA starts as the identity, so this is the pretrained backbone
+            model = self.float32_backbone_model(config["llm_path"])  # one index for runs in any precision
+            was_training = model.training
+            model.eval()  # no LoRA dropout; LoRA starts as the identity, so this is the pretrained backbone
             try:
-                ids = [tokenize(self.tokenizer, text) or [self.llm.eos_token_id] for text in item_texts]
-                return self.llm.embed_texts(ids, batch_size=config["embedding_batch_size"], pooling="mean")
+                ids = [tokenize(self.tokenizer, text) or [model.eos_token_id] for text in item_texts]
+                return model.embed_texts(ids, batch_size=config["embedding_batch_size"], pooling="mean").float()
             finally:
-                self.llm.train(was_training)
+                model.train(was_training)
 
         distributed = torch.distributed.is_initialized()
         first = not distributed or torch.distributed.get_rank() == 0
@@ -200,8 +201,7 @@ class LCRec(LLMRecommender):
                                  str(config["llm_path"]),
                                  collaborative=lambda: collaborative_vectors(interactions, settings.collaborative_dim,
                                                                              seed=settings.seed),
-                                 interactions_digest=matrix_digest(interactions),
-                                 llm_dtype=config["llm_dtype"] or "float32")
+                                 interactions_digest=matrix_digest(interactions))
         if first and distributed:
             torch.distributed.barrier()
         return index

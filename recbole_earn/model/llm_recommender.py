@@ -103,6 +103,16 @@ class LLMRecommender(SequentialRecommender):
         self.trained_setup = trained_setup(config["llm_path"], config["finetune"], self.llm)
         self.reset_inference_stats()
 
+    def float32_backbone_model(self, llm_path):
+        """This model's EARNModel when it runs in float32, otherwise the pretrained backbone loaded again in float32
+        (all layers, no registers) on the same device: for what must not depend on the run's precision."""
+        if self.llm.causal_lm.dtype == torch.float32:
+            return self.llm
+        backbone, _ = load_backbone(llm_path, dtype=torch.float32)
+        num_layers = backbone.config.num_hidden_layers
+        plain = EARNConfig(earn_k=num_layers, n_prefix_registers=0, n_suffix_registers=0)
+        return EARNModel(backbone, plain, tokenizer=self.tokenizer).to(self.llm.registers.device)
+
     @staticmethod
     def distinct_rows(user_ids):
         """(the first row of each distinct user, each row's index into those distinct users), for sampled
