@@ -1,5 +1,5 @@
 """The efficiency benchmark (recbole_earn.benchmark) on a tiny random Llama: row layout, analytic limits, exact KV
-bytes, the generate() baseline. No timing assertions (the machine is shared and noisy)."""
+bytes, the generate() baseline, the Limits summary. No timing assertions (the machine is shared and noisy)."""
 
 import json
 
@@ -9,17 +9,19 @@ import torch
 from recbole_earn.benchmark import (
     ROW_KEYS,
     ceiling_e2e,
-    check_bars,
     earn_ks,
     engine_kv_bytes,
+    format_limits,
     format_table,
     kv_bytes_per_entry,
     kv_ratio,
     limit_e2e,
     limit_kv_reduction,
     limit_prefill,
+    limits_summary,
     round_k,
     run_benchmark,
+    summary_k,
 )
 from recbole_earn.benchmark.__main__ import main
 from recbole_earn.benchmark.efficiency import Case, write_json
@@ -174,19 +176,36 @@ def test_generate_rows_exist_with_their_cache(tiny, result):
     assert generate["prefill"]["kv_bytes"] == 2 * L * 4 * bpe
 
 
-def test_table_and_bar_report(result):
+def test_table_has_every_method(result):
     table = format_table(result["rows"])
-    assert "generate" in table and "lcrec" in table
-    lines = check_bars(result["rows"], 4)
-    assert [line.split(" ")[0] for line in lines] == ["[1]", "[2]", "[2c]", "[3]", "[3]", "[4a]", "[4b]"]
-    # with decoding steps that cost nothing, bar [2] is reachable wherever prefill can reach its limit
-    lines = check_bars(result["rows"], 4, decode_floor_ms={"bigrec": 0.0, "lcrec": 0.0})
-    roofline = next(line for line in lines if line.startswith("[2r]"))
-    assert "2/2 cells" in roofline and "unreachable" not in roofline
-    # with steps far slower than prefill, the decoding both models pay caps the speedup near 1x
-    roofline = next(line for line in check_bars(result["rows"], 4, decode_floor_ms={"bigrec": 1e6, "lcrec": 1e6})
-                    if line.startswith("[2r]"))
-    assert "0/2 cells" in roofline and roofline.count("(unreachable)") == 2
+    assert "generate" in table and "lcrec" in table and "vanilla" in table
+
+
+def test_limits_summary_sets_each_cell_beside_its_limits(result):
+    rows = result["rows"]
+    assert summary_k(rows, 4) == 1  # N/4 = 1 was measured
+    floors = {"bigrec": 2.5, "lcrec": 1.5}
+    entries = limits_summary(rows, 4, decode_floor_ms=floors)
+    assert [(e["workload"], e["L"], e["batch"]) for e in entries] == [("prefill", L, 2), ("bigrec", L, 2),
+                                                                     ("lcrec", L, 1)]
+    for entry in entries:
+        row = next(r for r in rows if r["method"] == "earn" and r["k"] == 1 and r["workload"] == entry["workload"])
+        assert (entry["speedup"], entry["limit"], entry["ceiling"]) == (row["speedup_e2e"], row["limit_e2e"],
+                                                                        row["ceiling_e2e"])
+        assert (entry["kv_reduction"], entry["limit_kv_reduction"]) == (row["kv_reduction"],
+                                                                        row["limit_kv_reduction"])
+        assert entry["step_ms"] == row["decode_ms_per_token"]
+        assert entry["floor_ms"] == floors.get(entry["workload"])  # prefill decodes nothing: no floor
+    text = format_limits(entries, 4)
+    assert text.startswith("# Limits at k = 1") and "ceiling" in text and "floor" in text
+    assert "MET" not in text
+
+
+def test_limits_summary_takes_the_measured_k_nearest_a_quarter():
+    rows = [dict(method="earn", k=k) for k in (4, 15)] + [dict(method="vanilla", k=30)]
+    assert summary_k(rows, 30) == 4  # N/4 = 8 not measured: 4 is nearer than 15
+    assert summary_k([dict(method="vanilla", k=30)], 30) is None
+    assert format_limits(limits_summary([dict(method="vanilla", k=30)], 30), 30).startswith("# Limits: no EARN")
 
 
 def test_roofline_of_a_decoding_step(tiny):
@@ -206,7 +225,8 @@ def test_cli_writes_json(tmp_path, capsys, one_thread):
     assert {(r["workload"], r["method"]) for r in rows} >= {("prefill", "vanilla"), ("lcrec", "earn"),
                                                             ("lcrec", "generate")}
     out = capsys.readouterr().out
-    assert "Performance bar" in out and "prefill_ms" in out and "[2r]" in out and "memory bandwidth" in out
+    assert "# Limits at k = 1" in out and "prefill_ms" in out and "memory bandwidth" in out
+    assert "MET" not in out  # plain numbers, no verdicts
 
 
 def test_cli_runs_every_method_in_bfloat16(tmp_path, capsys, one_thread):

@@ -45,55 +45,89 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     import torch
 
-    from recbole_earn.llm import load_backbone
-
-    from .efficiency import check_bars, default_cases, earn_ks, format_table, quick_cases, run_benchmark, write_json
-    from .roofline import decode_step_bytes, stream_bandwidth
-    from .workloads import BIGREC, LCREC
+    from .efficiency import run_benchmark, write_json
 
     started = time.perf_counter()
     torch.set_num_threads(args.threads)
-    repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
-    cap = args.generate_max_tokens if args.generate_max_tokens is not None else (2000 if args.quick else 50_000)
-    dtype = getattr(torch, args.dtype)
-    backbone, tokenizer = load_backbone(args.llm_path, dtype=dtype)
-    plain = None
-    if not args.no_generate:
-        plain, _ = load_backbone(args.llm_path, dtype=dtype)  # a second, unmodified copy for generate()
+    backbone, tokenizer, plain = load_models(args)
     N = backbone.config.num_hidden_layers
-    if args.quick:
-        ks = earn_ks(N, [4])
-        cases = quick_cases(300)
-    else:
-        ks = earn_ks(N, args.k_fractions)
-        cases = default_cases(args.lengths, args.batches, [w.strip() for w in args.workloads.split(",") if w.strip()])
-    print(f"# EARN efficiency benchmark: {args.llm_path} (N={N} layers, {backbone.config.hidden_size} hidden), "
-          f"{args.dtype}, torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
-          f"{platform.machine()}; k in {ks}; repeats {repeats} (median; a warm-up run per method, workload and batch); generate cap {cap or 'none'}")
-    print("# workloads: prefill; bigrec = 16 new tokens, 4 beams; lcrec = 4 new tokens, 20 beams, trie of 1682 "
-          "4-token codes over 1024 ids. L = BOS + prompt tokens. R = 2 registers.", flush=True)
+    ks, cases, repeats, cap = plan(args, N)
+    print_header(args, backbone, ks, repeats, cap)
     result = run_benchmark(backbone, tokenizer, cases, ks, repeats=repeats, plain_backbone=plain,
                            generate_max_tokens=cap or None, log=lambda s: print(s, file=sys.stderr, flush=True))
-    rows = result["rows"]
+    print_rows(result)
+    print_limits(backbone, result["rows"], N)
+    if args.json:
+        write_json(result["rows"], args.json)
+        print(f"# wrote {len(result['rows'])} rows to {args.json}")
+    print(f"# total runtime {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def load_models(args):
+    """The backbone EARN and vanilla share, its tokenizer, and (unless --no_generate) a second, unmodified copy
+    for generate()."""
+    import torch
+
+    from recbole_earn.llm import load_backbone
+
+    dtype = getattr(torch, args.dtype)
+    backbone, tokenizer = load_backbone(args.llm_path, dtype=dtype)
+    plain = None if args.no_generate else load_backbone(args.llm_path, dtype=dtype)[0]
+    return backbone, tokenizer, plain
+
+
+def plan(args, N):
+    """(register layers, cases, timed repeats, generate() token cap) for this run; --quick shrinks all four."""
+    from .efficiency import default_cases, earn_ks, quick_cases
+
+    repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
+    cap = args.generate_max_tokens if args.generate_max_tokens is not None else (2000 if args.quick else 50_000)
+    if args.quick:
+        return earn_ks(N, [4]), quick_cases(300), repeats, cap
+    workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    return earn_ks(N, args.k_fractions), default_cases(args.lengths, args.batches, workloads), repeats, cap
+
+
+def print_header(args, backbone, ks, repeats, cap):
+    import torch
+
+    config = backbone.config
+    print(f"# EARN efficiency benchmark: {args.llm_path} (N={config.num_hidden_layers} layers, {config.hidden_size} "
+          f"hidden), {args.dtype}, torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} "
+          f"CPUs, {platform.machine()}; k in {ks}; repeats {repeats} (median; a warm-up run per method, workload "
+          f"and batch); generate cap {cap or 'none'}")
+    print("# workloads: prefill; bigrec = 16 new tokens, 4 beams; lcrec = 4 new tokens, 20 beams, trie of 1682 "
+          "4-token codes over 1024 ids. L = BOS + prompt tokens. R = 2 registers.", flush=True)
+
+
+def print_rows(result):
+    from .efficiency import format_table
+
     print()
-    print(format_table(rows))
+    print(format_table(result["rows"]))
     print()
     for line in result["skipped"]:
         print(f"# skipped: {line}")
     print(f"# EARN/vanilla kv_bytes equal the exact per-layer formula x bytes per entry: {result['exact_kv']}")
+
+
+def print_limits(backbone, rows, N):
+    """This machine's memory bandwidth and the weights a decoding step reads, then the Limits summary."""
+    from .limits import format_limits, limits_summary
+    from .roofline import decode_step_bytes, stream_bandwidth
+    from .workloads import BIGREC, LCREC
+
     bandwidth = stream_bandwidth()
-    step_bytes = {w.name: decode_step_bytes(backbone, full_lm_head=not w.constrained) for w in (BIGREC, LCREC)}
-    floors = {name: nbytes / bandwidth * 1000 for name, nbytes in step_bytes.items()}
+    # Every step of the benchmark's beam searches, trie-constrained or not, takes the log-softmax over the whole
+    # vocabulary (beam_search's default normalisation, LC-Rec's own), so it reads the whole lm head.
+    step_bytes = decode_step_bytes(backbone, full_lm_head=True)
+    floors_ms = {w.name: step_bytes / bandwidth * 1000 for w in (BIGREC, LCREC)}
     print(f"# memory bandwidth (reading a 256 MiB tensor): {bandwidth / 1e9:.1f} GB/s; weights one decoding step "
-          "reads: " + ", ".join(f"{name} {nbytes / 1e6:.0f} MB" for name, nbytes in step_bytes.items()))
-    print("# Performance bar (issue 3):")
-    for line in check_bars(rows, N, decode_floor_ms=floors):
-        print(line)
-    if args.json:
-        write_json(rows, args.json)
-        print(f"# wrote {len(rows)} rows to {args.json}")
-    print(f"# total runtime {time.perf_counter() - started:.1f} s")
-    return 0
+          f"reads: {step_bytes / 1e6:.0f} MB")
+    print()
+    print(format_limits(limits_summary(rows, N, decode_floor_ms=floors_ms), N))
+    print()
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
 """EARN efficiency benchmark: vanilla vs EARN through the same decoder, and plain transformers generate(), in one
 process on the same weights.
 
-Notation (DESIGN.md section 3): N decoder layers, k the register layer, R = registers (1 prefix + 1 suffix),
-L the tokens of the vanilla prefill (BOS + prompt; the prompt has L - 1 tokens), T the generated KV entries held
-per prompt at the end (beams x decoding steps: the beams of a prompt share its prompt cache, only their generated
-tokens are per beam), steps = decoding model steps (new tokens - 1: the first token comes from prefill).
+Notation:
+  N      decoder layers of the backbone
+  k      the register layer: layers [0, k) see the whole prompt, layers [k, N) only the registers and what follows
+  R      registers per prompt (1 prefix + 1 suffix = 2)
+  L      tokens of the vanilla prefill (BOS + prompt; the prompt has L - 1 tokens)
+  T      generated KV entries held per prompt at the end (beams x decoding steps: the beams of a prompt share its
+         prompt cache, only their generated tokens are per beam)
+  steps  decoding model steps (new tokens - 1: the first token comes from prefill)
 
 Methods, all on the same backbone weights:
   vanilla   EARNModel(backbone, EARNConfig(earn_k=N, 0, 0)): the plain model through the EARN decoder
@@ -369,107 +373,6 @@ def format_table(rows) -> str:
             f"{_fmt(r['kv_reduction'], '.1%'):>7} {_fmt(r['limit_kv_reduction'], '.1%'):>7} "
             f"{_fmt(r['ceiling_e2e'], '.2f'):>8}")
     return "\n".join(lines)
-
-
-def _closest_length(rows, target):
-    lengths = sorted({r["L"] for r in rows})
-    return min(lengths, key=lambda L: abs(L - target)) if lengths else None
-
-
-def _vanilla_row(rows, row):
-    return next(v for v in rows if v["method"] == "vanilla" and
-                (v["workload"], v["L"], v["batch"]) == (row["workload"], row["L"], row["batch"]))
-
-
-def check_bars(rows, N, decode_floor_ms: Optional[Dict[str, float]] = None) -> List[str]:
-    """The performance bar of issue 3, each line `MET` / `NOT MET` / `n/a` with the numbers behind it.
-    decode_floor_ms: per decoding workload, the memory-bandwidth floor of one step (roofline.py); with it, [2r]
-    tells in which cells bar [2] is reachable on this machine at all."""
-    k8, k4 = round_k(N, 8), round_k(N, 4)
-    earn = [r for r in rows if r["method"] == "earn"]
-    lines = []
-
-    def verdict(flags):
-        return "n/a (not measured in this run)" if not flags else ("MET" if all(flags) else
-                                                                  f"NOT MET ({flags.count(False)}/{len(flags)} fail)")
-
-    # 1. prefill speedup >= 90% of the limit at L~300, batch 8, k in {N/8, N/4}
-    L300 = _closest_length([r for r in earn if r["workload"] == "prefill" and r["batch"] == 8], 300)
-    flags, details = [], []
-    for r in earn:
-        if r["workload"] == "prefill" and r["batch"] == 8 and r["L"] == L300 and r["k"] in (k8, k4):
-            ok = r["speedup_prefill"] >= 0.9 * r["limit_prefill"]
-            flags.append(ok)
-            details.append(f"k={r['k']}: {r['speedup_prefill']:.2f}x vs limit {r['limit_prefill']:.2f}x "
-                           f"({r['speedup_prefill'] / r['limit_prefill']:.0%})")
-    lines.append(f"[1] prefill >= 90% of limit at L~300 ({L300}), batch 8, k in {{{k8},{k4}}}: {verdict(flags)}; "
-                 + "; ".join(details))
-
-    # 2. e2e at k = N/4 >= 80% of limit_e2e (every decoding case of the run); and, to tell the implementation from
-    # the hardware, the same against ceiling_e2e (decoding priced as measured instead of as prefill tokens)
-    decoding = [r for r in earn if r["workload"] in ("bigrec", "lcrec") and r["k"] == k4]
-    for key, name in (("limit_e2e", "limit_e2e"), ("ceiling_e2e", "ceiling_e2e (decoding at its measured cost)")):
-        flags, details = [], []
-        for r in decoding:
-            ok = r["speedup_e2e"] >= 0.8 * r[key]
-            flags.append(ok)
-            details.append(f"{r['workload']} L={r['L']} b={r['batch']}: {r['speedup_e2e']:.2f}x / "
-                           f"{r[key]:.2f}x = {r['speedup_e2e'] / r[key]:.0%}{'' if ok else ' (fail)'}")
-        tag = "[2]" if key == "limit_e2e" else "[2c]"
-        lines.append(f"{tag} e2e at k={k4} >= 80% of {name}: {verdict(flags)}; " + "; ".join(details))
-    if decode_floor_ms:
-        reachable, details = [], []
-        for r in decoding:  # the ceiling with every decoding step at the bandwidth floor instead of as measured
-            floor_decode_ms = WORKLOADS[r["workload"]].decode_steps * decode_floor_ms[r["workload"]]
-            best = ceiling_e2e(_vanilla_row(rows, r)["prefill_ms"], floor_decode_ms, r["limit_prefill"])
-            reachable.append(best >= 0.8 * r["limit_e2e"])
-            details.append(f"{r['workload']} L={r['L']} b={r['batch']}: at most {best:.2f}x vs 80% of limit "
-                           f"{0.8 * r['limit_e2e']:.2f}x{'' if reachable[-1] else ' (unreachable)'}")
-        floors = ", ".join(f"{w} {ms:.1f} ms" for w, ms in decode_floor_ms.items())
-        lines.append(f"[2r] bar [2] reachable by any implementation here (decoding steps at the bandwidth floor: "
-                     f"{floors}; EARN prefill at its limit): {reachable.count(True)}/{len(reachable)} cells; "
-                     + "; ".join(details))
-
-    # 3. against generate(): lcrec >= 10x, bigrec >= 2.5x (EARN at k = N/4; other k for information)
-    gens = {(r["workload"], r["L"], r["batch"]): r for r in rows if r["method"] == "generate"}
-    for workload, bar in (("lcrec", 10.0), ("bigrec", 2.5)):
-        flags, details = [], []
-        for r in earn:
-            if r["workload"] != workload or r["k"] != k4:
-                continue
-            g = gens.get((workload, r["L"], r["batch"]))
-            if g is None:
-                continue
-            van = _vanilla_row(rows, r)
-            ratio = g["e2e_ms"] / r["e2e_ms"]
-            flags.append(ratio >= bar)
-            others = ", ".join(f"k={o['k']} {g['e2e_ms'] / o['e2e_ms']:.1f}x" for o in earn
-                               if o["workload"] == workload and o["L"] == r["L"] and o["batch"] == r["batch"]
-                               and o["k"] != k4)
-            details.append(f"L={r['L']} b={r['batch']}: {ratio:.1f}x{'' if ratio >= bar else ' (fail)'} "
-                           f"(vanilla decoder {g['e2e_ms'] / van['e2e_ms']:.1f}x; {others})")
-        lines.append(f"[3] {workload} vs generate() >= {bar:g}x at k={k4}: {verdict(flags)}; " + "; ".join(details))
-
-    # 4. KV reduction equal to the analytic value within 1 point, and >= 80.8% at k = N/8
-    diffs = [abs(r["kv_reduction"] - r["limit_kv_reduction"]) for r in earn]
-    flags = [d <= 0.01 for d in diffs]
-    lines.append(f"[4a] KV reduction within 1 point of analytic (all {len(diffs)} EARN rows): {verdict(flags)}; "
-                 f"max |measured - analytic| = {max(diffs) * 100 if diffs else float('nan'):.2f} points")
-    # 80.8% can only be asked where the analytic value reaches it: with 4 or 20 beams the generated tokens (kept in
-    # every layer by both methods) hold most of a short prompt's cache, and [4a] pins the measurement to the formula.
-    flags, details, below = [], [], []
-    for workload in ("prefill", "bigrec", "lcrec"):
-        sel = [r for r in earn if r["workload"] == workload and r["k"] == k8]
-        reachable = [r for r in sel if r["limit_kv_reduction"] >= 0.808]
-        flags += [r["kv_reduction"] >= 0.808 for r in reachable]
-        if reachable:
-            details.append(f"{workload}: " + ", ".join(f"L={r['L']} b={r['batch']} {r['kv_reduction']:.1%}"
-                                                       for r in reachable))
-        below += [f"{r['workload']} L={r['L']} b={r['batch']} {r['kv_reduction']:.1%} (analytic "
-                  f"{r['limit_kv_reduction']:.1%})" for r in sel if r not in reachable]
-    lines.append(f"[4b] KV reduction >= 80.8% at k={k8} where the analytic value allows it: {verdict(flags)}; "
-                 + "; ".join(details) + (f"; analytic value below 80.8%: {', '.join(below)}" if below else ""))
-    return lines
 
 
 def write_json(rows, path):

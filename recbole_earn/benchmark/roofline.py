@@ -2,9 +2,8 @@
 
 At batch 1 a decoding step feeds a handful of rows (one per beam) through every weight matrix, so its cost is
 set by reading the weights (540 MB for SmolLM2-135M in fp32), not by FLOPs. The benchmark measures this machine's
-streaming read bandwidth and prints, per decoding case, the best end-to-end speedup EARN could reach if every
-decoding step ran at that floor for both models and EARN's prefill reached its analytic limit: a bar above that
-cannot be met on this machine by any implementation.
+streaming read bandwidth and prints, in its Limits summary, each decoding workload's floor (the weights one step
+reads at that bandwidth) beside EARN's measured step: the gap is what faster decoding kernels could still gain.
 """
 
 import time
@@ -26,7 +25,7 @@ def stream_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
 
 def decode_step_bytes(backbone, full_lm_head: bool) -> int:
     """Bytes of weights one decoding step must read: every decoder layer and the final norm, plus the lm head when
-    it is applied to the whole vocabulary (a trie-constrained step reads only a few of its rows)."""
+    it is applied to the whole vocabulary (a step renormalised over a trie's tokens reads only a few of its rows)."""
     decoder = backbone.get_decoder()
     total = sum(p.numel() * p.element_size() for p in decoder.layers.parameters())
     total += sum(p.numel() * p.element_size() for p in decoder.norm.parameters())
