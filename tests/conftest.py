@@ -79,5 +79,6 @@ def mini_ml100k(workdir):
         "item_inter_num_interval": "[1,inf)",
         "show_progress": False,
         "checkpoint_dir": os.path.join(workdir, "saved"),
+        "llm_dtype": "float32",  # exact comparisons; tests that check bf16 ask for it (device_dtype)
     }
     return {"data_path": data_path, "dataset": "ml-mini", "config": config}
