@@ -85,6 +85,15 @@ def _tensorboard_on_rank_zero(get_tensorboard):
     return tensorboard
 
 
+def _count_every_interaction(self, interaction):
+    """RecBole's Pop.calculate_loss, counting an item as often as the batch holds it: RecBole's indexed `+= 1`
+    counts it once per batch, so its counts depend on how the seed's shuffle batches the split."""
+    items = interaction[self.ITEM_ID]
+    self.item_cnt.index_add_(0, items, torch.ones(len(items), 1, dtype=self.item_cnt.dtype, device=items.device))
+    self.max_cnt = torch.max(self.item_cnt, dim=0)[0]
+    return torch.nn.Parameter(torch.zeros(1)).to(self.device)
+
+
 def apply_recbole_compat():
     """Apply the fixes once; later calls do nothing."""
     global _applied
@@ -114,4 +123,9 @@ def apply_recbole_compat():
     import recbole.model.sequential_recommender  # noqa: F401
 
     torch.autograd.set_detect_anomaly(False)
+
+    # Why: Pop is the popularity count every model is compared with; RecBole's counts an item once per batch.
+    from recbole.model.general_recommender.pop import Pop
+
+    Pop.calculate_loss = _count_every_interaction
     _applied = True
