@@ -87,13 +87,19 @@ def main(argv=None):
         args, config_files, overrides = parse_args(argv)
     except CommandLineError as error:
         build_parser().error(str(error))
+    return reporting_user_errors(PROG, args, lambda: run_command(args, config_files, overrides))
+
+
+def reporting_user_errors(prog, args, command):
+    """command()'s result; an error about the user's input ends in one `prog: error: ...` line and its exit code
+    instead of a traceback (unless debugging), any other error propagates."""
     try:
-        return run_command(args, config_files, overrides)
+        return command()
     except Exception as error:
         exit_code = user_error_exit_code(error)
         if exit_code is None or debugging(args):
             raise
-        print(f"{PROG}: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         raise SystemExit(exit_code) from None
 
 

@@ -67,17 +67,10 @@ def run_attention(args, config_files, overrides):
 
 def main(argv=None):
     """Run the command line `argv` (default sys.argv[1:]); returns the result, exits on errors about the input."""
-    from recbole_earn.cli import debugging, user_error_exit_code
+    from recbole_earn.cli import reporting_user_errors
 
     args, config_files, overrides = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        return run_attention(args, config_files, overrides)
-    except Exception as error:
-        exit_code = user_error_exit_code(error)
-        if exit_code is None or debugging(args):
-            raise
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        raise SystemExit(exit_code) from None
+    return reporting_user_errors(PROG, args, lambda: run_attention(args, config_files, overrides))
 
 
 if __name__ == "__main__":
