@@ -23,6 +23,7 @@ import ast
 import gzip
 import json
 import os
+import zlib
 from collections import Counter
 
 from dataset_scripts.atomic import starts_with_quote
@@ -85,17 +86,28 @@ def parse_record(line):
 
 
 def read_records(path, counts, label):
-    """Yield the dict records of a JSON-lines file; counts unparsable lines under `<label> unparsable`."""
-    with open_text(path) as text_file:
-        for line in text_file:
-            line = line.strip()
-            if not line:
-                continue
-            record = parse_record(line)
-            if record is None:
-                counts[f"{label} lines unparsable"] += 1
-                continue
-            yield record
+    """Yield the dict records of a JSON-lines file; counts unparsable lines under `<label> unparsable`. A file
+    that cannot be read through (corrupt or truncated gzip, not UTF-8, one JSON array) raises ValueError naming it."""
+    try:
+        with open_text(path) as text_file:
+            for number, line in enumerate(text_file, start=1):
+                line = line.strip()
+                if not line:
+                    continue
+                if number == 1 and line.startswith("["):
+                    raise ValueError(
+                        f"{path} holds one JSON array; the converter reads JSON lines (one object per line), as "
+                        "Amazon's files come: convert it, e.g. with `jq -c '.[]'`."
+                    )
+                record = parse_record(line)
+                if record is None:
+                    counts[f"{label} lines unparsable"] += 1
+                    continue
+                yield record
+    except (zlib.error, EOFError, gzip.BadGzipFile) as error:
+        raise ValueError(f"{path} is a damaged or truncated gzip file ({error}); download it again.") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start}).") from None
 
 
 def read_item_metadata(meta_path, counts):

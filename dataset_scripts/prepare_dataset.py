@@ -111,7 +111,7 @@ def main(argv=None):
         print(f"error: {args.name}: {error}", file=sys.stderr)
         return EXIT_MISSING_SOURCE
     except ValueError as error:
-        print(f"error: {args.name}: {error}", file=sys.stderr)
+        print(f"error: {args.name}: {error} Nothing was written.", file=sys.stderr)
         return EXIT_CONVERSION_FAILED
     except (OSError, EOFError) as error:  # unreadable input (e.g. a truncated .gz) or unwritable output
         print(f"error: {args.name}: {type(error).__name__}: {error}; nothing was written", file=sys.stderr)

@@ -222,8 +222,35 @@ def test_amazon_truncated_gzip_is_a_clear_error(tmp_path, capsys):
     reviews_path = tmp_path / "raw" / "Video_Games_5.json.gz"
     reviews_path.write_bytes(reviews_path.read_bytes()[:-20])
     assert run(["amazon-games", "--source-dir", source, "--out", tmp_path / "out"]) == 1
-    assert "nothing was written" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "Video_Games_5.json.gz is a damaged or truncated gzip file" in err and "Nothing was written" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_amazon_corrupt_gzip_names_the_file(tmp_path, capsys):
+    source = write_amazon_sources(tmp_path / "raw", [review("u1", "A", 1)] * 50, [meta("A", "Game A")])
+    meta_path = tmp_path / "raw" / "meta_Video_Games.json.gz"
+    data = bytearray(meta_path.read_bytes())
+    data[20:40] = b"\xff" * 20  # the deflate stream, past the gzip header
+    meta_path.write_bytes(bytes(data))
+    assert run(["amazon-games", "--source-dir", source, "--out", tmp_path / "out"]) == 1
+    assert "meta_Video_Games.json.gz is a damaged or truncated gzip file" in capsys.readouterr().err
+
+
+def test_amazon_metadata_as_one_json_array_is_refused(tmp_path, capsys):
+    reviews_path, meta_path = tmp_path / "reviews.json", tmp_path / "items.json"
+    reviews_path.write_text(review("u1", "A", 1) + "\n", encoding="utf-8")
+    meta_path.write_text("[\n" + meta("A", "Game A") + "\n]\n", encoding="utf-8")
+    assert run(["amazon-games", "--reviews", reviews_path, "--meta", meta_path, "--out", tmp_path, "--k-core", 1]) == 1
+    assert "items.json holds one JSON array" in capsys.readouterr().err
+
+
+def test_amazon_non_utf8_metadata_names_the_file(tmp_path, capsys):
+    reviews_path, meta_path = tmp_path / "reviews.json", tmp_path / "items.json"
+    reviews_path.write_text(review("u1", "A", 1) + "\n", encoding="utf-8")
+    meta_path.write_bytes('{"asin": "A", "title": "Caf\u00e9"}\n'.encode("latin-1"))
+    assert run(["amazon-games", "--reviews", reviews_path, "--meta", meta_path, "--out", tmp_path, "--k-core", 1]) == 1
+    assert "items.json is not UTF-8 text" in capsys.readouterr().err
 
 
 def test_amazon_nothing_left_is_a_clear_error(tmp_path, capsys):
