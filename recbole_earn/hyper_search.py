@@ -213,7 +213,7 @@ class TrialRunner:
         self.config_dict = dict(config_dict or {})
         self.cmd_args = dict(cmd_args or {})
 
-    def __call__(self, params, config_file_list=None):
+    def __call__(self, params, hyper_tuning_files=None):  # RecBole's HyperTuning passes its files; ours are set
         from recbole_earn.quick_start import objective_function
 
         values = dict(self.config_dict, model=self.model, dataset=self.dataset, valid_metric=self.metric)

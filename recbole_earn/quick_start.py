@@ -165,5 +165,4 @@ def objective_function(config_dict=None, config_file_list=None, saved=True, cmd_
     config = Config(config_dict=config_dict, config_file_list=config_file_list, cmd_args=cmd_args)
     init_seed(config["seed"], config["reproducibility"])
     init_fresh_logger(config)
-    logging.basicConfig(level=logging.ERROR)
     return train_and_evaluate(config, saved=saved, verbose=False)

@@ -40,9 +40,8 @@ def read_item_column(path, field, id_field, encoding="utf-8", separator="\t"):
 class ItemTextTable:
     """`titles[i]` is the exact title of RecBole internal item id `i` (id 0, RecBole's padding, is "")."""
 
-    def __init__(self, titles, field):
+    def __init__(self, titles):
         self.titles = list(titles)
-        self.field = field
 
     def __len__(self):
         return len(self.titles)
@@ -79,7 +78,7 @@ class ItemTextTable:
             )
         titles = [raw_titles[token] for token in id_tokens[1:]]
         refuse_empty_titles(path, field, id_tokens[1:], titles)
-        return cls([""] + titles, field)
+        return cls([""] + titles)
 
 
 def refuse_empty_titles(path, field, tokens, titles):

@@ -35,7 +35,6 @@ class RQVAE(nn.Module):
         self.encoder = mlp([input_dim, *hidden_dims, code_dim])
         self.decoder = mlp([code_dim, *reversed(hidden_dims), input_dim])
         self.codebooks = nn.Parameter(torch.zeros(levels, codebook_size, code_dim))  # [levels, K, code_dim]
-        self.initialised = False
 
     @torch.no_grad()
     def init_codebooks(self, latent: torch.Tensor, generator=None):
@@ -45,7 +44,6 @@ class RQVAE(nn.Module):
             self.codebooks[level] = kmeans(residual, self.codebook_size, generator=generator)
             nearest = torch.cdist(residual, self.codebooks[level]).argmin(1)
             residual = residual - self.codebooks[level][nearest]
-        self.initialised = True
 
     def quantise(self, latent: torch.Tensor):
         """(codes [n, levels], quantised latent [n, code_dim] with straight-through gradients, commitment loss)."""

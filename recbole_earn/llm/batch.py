@@ -32,10 +32,6 @@ class EARNBatch:
     def to(self, device):
         return EARNBatch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
-    @property
-    def num_examples(self):
-        return self.input_ids.shape[0]
-
 
 def build_batch(
     prompts: Sequence[Sequence[int]],

@@ -16,9 +16,8 @@ import torch
 
 
 class EARNCache:
-    def __init__(self, num_layers, register_layer):
+    def __init__(self, num_layers):
         self.num_layers = num_layers
-        self.register_layer = register_layer  # k
         self.shared_keys = [None] * num_layers  # [B, kvh, P_i, d]
         self.shared_values = [None] * num_layers
         self.shared_mask = [None] * num_layers  # additive [B, 1, 1, P_i] or None when nothing is padded
@@ -88,6 +87,3 @@ class EARNCache:
 
     def nbytes(self):
         return sum(self.layer_bytes())
-
-    def get_seq_length(self, layer_idx=0):
-        return self.shared_length(layer_idx) + self.beam_length(layer_idx)

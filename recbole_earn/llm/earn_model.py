@@ -223,14 +223,12 @@ class EARNModel(nn.Module):
         """Run the prompts once ([BOS R_pre prompt R_suf], left padded) and keep the uneven cache:
         layers < k hold the whole padded prompt, layers >= k the R registers."""
         batch = self.make_batch(prompts)
-        cache = EARNCache(self.num_layers, self.earn_k)
+        cache = EARNCache(self.num_layers)
         with weight_major_linear():  # layers >= k see only B x (R + 1) rows: bound by reading the weights
             hidden = self.split_forward(batch, cache)  # [B, K, hidden]; last column = last prefix token
         prompt_mask = padding_mask(batch.attention_mask, hidden.dtype)  # [B, 1, 1, S] or None
         for i in range(self.earn_k):
             cache.shared_mask[i] = prompt_mask
-        if self.earn_k < self.num_layers and not bool(batch.keep_mask.all()):
-            raise AssertionError("prefill kept tokens are the registers, never padded")
         return PrefillOutput(cache=cache, last_hidden=hidden[:, -1], prefix_lengths=batch.prefix_lengths)
 
     @torch.no_grad()

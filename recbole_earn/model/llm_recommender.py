@@ -135,14 +135,12 @@ class LLMRecommender(SequentialRecommender):
     # -- inference statistics, for comparison tables ----------------------------------------------------------
     def reset_inference_stats(self):
         """Zero the counters that `record_generation` accumulates."""
-        self.inference_stats = {"users": 0, "kv_bytes": 0, "prefill_s": 0.0, "decode_s": 0.0}
+        self.inference_stats = {"users": 0, "kv_bytes": 0}
 
     def record_generation(self, output, num_users):
         """Add one batched generation (a `GenerationOutput` for `num_users` prompts) to `inference_stats`."""
         self.inference_stats["users"] += num_users
         self.inference_stats["kv_bytes"] += sum(output.kv_layer_bytes)
-        self.inference_stats["prefill_s"] += output.prefill_seconds
-        self.inference_stats["decode_s"] += output.decode_seconds
 
     def kv_bytes_per_user(self):
         """Mean KV-cache bytes held per user at the end of its generation (None before any generation)."""
