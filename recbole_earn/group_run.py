@@ -13,6 +13,7 @@ import tempfile
 import time
 
 from recbole_earn.errors import ConfigError, UserInputError
+from recbole_earn.file_writing import replaced_atomically
 
 EARN_PREFIX = "EARN"
 CURVE = "training_curve"  # validation points during training: in the JSON only, not a table column
@@ -109,10 +110,8 @@ def write_table(rows, path_stem):
         os.makedirs(folder, exist_ok=True)
     header = columns(rows)
     for suffix, write in ((".csv", _write_csv), (".json", _write_json)):
-        temporary = f"{path_stem}{suffix}.tmp"
-        with open(temporary, "w", encoding="utf-8", newline="") as handle:
+        with replaced_atomically(path_stem + suffix, newline="") as handle:
             write(handle, header, rows)
-        os.replace(temporary, path_stem + suffix)
     return path_stem + ".csv", path_stem + ".json"
 
 

@@ -28,6 +28,8 @@ from typing import Dict, List
 
 import yaml
 
+from recbole_earn.file_writing import replaced_atomically
+
 SPACE_TYPES = ("choice", "uniform", "loguniform", "randint")
 ALGOS = ("exhaustive", "random", "bayes")
 TOOLS = ("hyperopt", "ray")
@@ -346,10 +348,8 @@ def write_outputs(records, best, spec, output_stem):
 
 
 def _atomic_write(path, write):
-    temporary = path + ".tmp"
-    with open(temporary, "w", encoding="utf-8", newline="") as handle:
+    with replaced_atomically(path, newline="") as handle:
         write(handle)
-    os.replace(temporary, path)
 
 
 def default_output_stem(model, dataset):

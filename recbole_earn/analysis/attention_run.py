@@ -19,6 +19,7 @@ from recbole_earn.analysis import attention_stats as stats
 from recbole_earn.compat import read_checkpoint_file
 from recbole_earn.data.prompts import tokenize
 from recbole_earn.errors import ConfigError, UserInputError
+from recbole_earn.llm.eval_mode import eval_mode
 
 TEXT_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pride_and_prejudice.txt")
 TEXT_SOURCE = "Jane Austen, Pride and Prejudice, chapters 1-10 (public domain, Project Gutenberg's text)"
@@ -163,16 +164,11 @@ def measure(llm, sequences, query_mode="all", bins=20):
     """Per-layer means over `sequences` (token-id lists, BOS included) of each metric in METRICS, and the attention
     received per layer and relative-position bin ([layers][bins]). The model runs in eval mode (LoRA dropout would
     make the probabilities random) and goes back to its mode afterwards."""
-    was_training = llm.training
-    llm.eval()
     totals = LayerTotals(llm.num_layers, bins)
-    try:
-        with eager_attention(llm.causal_lm):
-            for ids in sequences:
-                attentions, _ = backbone_attentions(llm, ids)  # [layers, heads, L, L]
-                totals.add(attentions, stats.query_positions(len(ids), query_mode).to(attentions.device))
-    finally:
-        llm.train(was_training)
+    with eval_mode(llm), eager_attention(llm.causal_lm):
+        for ids in sequences:
+            attentions, _ = backbone_attentions(llm, ids)  # [layers, heads, L, L]
+            totals.add(attentions, stats.query_positions(len(ids), query_mode).to(attentions.device))
     return totals.means()
 
 

@@ -13,12 +13,12 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import torch
 
+from recbole_earn.file_writing import replaced_atomically
 from recbole_earn.indexing.collisions import add_extra_codes, collision_rate, sinkhorn_assign
 from recbole_earn.indexing.rqvae import train_rqvae
 
@@ -101,16 +101,9 @@ class ItemIndex:
 
 
 def write_json_atomically(path: str, data) -> None:
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(data, out, ensure_ascii=False)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with replaced_atomically(path) as out:
+        json.dump(data, out, ensure_ascii=False)
 
 
 def index_path(folder: str, dataset_name: str, key: Dict[str, object]) -> str:

@@ -18,6 +18,7 @@ from typing import List, Optional, Sequence
 
 import torch
 
+from .eval_mode import eval_mode
 from .trie import TokenTrie
 
 
@@ -78,15 +79,10 @@ def beam_search(model, prompts: Sequence[Sequence[int]], num_beams: int = 4, max
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     eos = model.eos_token_id if eos_token_id is None else eos_token_id
     pad = model.pad_token_id
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            banned = None if trie is None or excluded is None else trie.exclusion_mask(excluded)
-            return _beam_search(model, prompts, num_beams, max_new_tokens, trie, eos if stop_at_eos else None, pad,
-                                share_prompt_cache, banned, normalise)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.inference_mode():
+        banned = None if trie is None or excluded is None else trie.exclusion_mask(excluded)
+        return _beam_search(model, prompts, num_beams, max_new_tokens, trie, eos if stop_at_eos else None, pad,
+                            share_prompt_cache, banned, normalise)
 
 
 def greedy_search(model, prompts, max_new_tokens=16, eos_token_id=None, stop_at_eos=True) -> GenerationOutput:

@@ -11,6 +11,8 @@ from typing import Sequence
 
 import torch
 
+from .eval_mode import eval_mode
+
 
 @torch.no_grad()
 def candidate_log_probs(model, prompts: Sequence[Sequence[int]], candidates: Sequence[Sequence[Sequence[int]]]
@@ -34,9 +36,7 @@ def candidate_log_probs(model, prompts: Sequence[Sequence[int]], candidates: Seq
     lengths = torch.tensor([[len(r) for r in per_prompt] for per_prompt in candidates])  # [P, C]
     tokens, lengths = tokens.to(device), lengths.to(device)
 
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         prefill = model.prefill(prompts)
         cache = prefill.cache
         cache.start_decoding(num_candidates)
@@ -50,5 +50,3 @@ def candidate_log_probs(model, prompts: Sequence[Sequence[int]], candidates: Seq
             step = log_probs.gather(1, tokens[:, :, t].reshape(-1, 1)).view(num_prompts, num_candidates)
             total = total + step * (t < lengths)  # tokens past a candidate's end are padding
         return total
-    finally:
-        model.train(was_training)

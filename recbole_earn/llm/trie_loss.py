@@ -11,7 +11,7 @@ from typing import List, Sequence
 import torch
 import torch.nn.functional as F
 
-from recbole_earn.llm.batch import IGNORE_INDEX
+from .batch import IGNORE_INDEX
 
 FREE = -1  # prefix node of a scored token the trie does not govern (EOS, free-text responses)
 

@@ -32,6 +32,7 @@ from recbole_earn.indexing.collaborative import collaborative_vectors, matrix_di
 from recbole_earn.indexing.item_index import IndexSettings, build_item_index
 from recbole_earn.llm.backbone import cache_root
 from recbole_earn.llm.decoding import NORMALISERS, constrained_beam_search
+from recbole_earn.llm.eval_mode import eval_mode
 from recbole_earn.llm.trie_loss import FREE, trie_cross_entropy, trie_prefix_nodes
 from recbole_earn.llm.scoring import candidate_log_probs
 from recbole_earn.llm.trie import TokenTrie
@@ -183,13 +184,10 @@ class LCRec(LLMRecommender):
 
         def embed(item_texts):
             model = self.float32_backbone_model(config["llm_path"])  # one index for runs in any precision
-            was_training = model.training
-            model.eval()  # no LoRA dropout; LoRA starts as the identity, so this is the pretrained backbone
-            try:
+            # no LoRA dropout; LoRA starts as the identity, so this is the pretrained backbone
+            with eval_mode(model):
                 ids = [tokenize(self.tokenizer, text) or [model.eos_token_id] for text in item_texts]
                 return model.embed_texts(ids, batch_size=config["embedding_batch_size"], pooling="mean").float()
-            finally:
-                model.train(was_training)
 
         distributed = torch.distributed.is_initialized()
         first = not distributed or torch.distributed.get_rank() == 0
