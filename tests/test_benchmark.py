@@ -239,3 +239,13 @@ def test_cli_runs_every_method_in_bfloat16(tmp_path, capsys, one_thread):
     # 2-byte entries: K+V x 2 kv heads x head_dim 16 x bf16, N = 4 layers, L + 15 steps x 4 beams
     assert vanilla["kv_bytes"] == 2 * 2 * 16 * 2 * 4 * (40 + 15 * 4)
     assert "bfloat16" in capsys.readouterr().out
+
+
+def test_cli_times_trie_normalised_beam_scores(tmp_path, capsys, one_thread):
+    path = tmp_path / "trie.json"
+    assert main(["efficiency", "--llm_path", "tiny-llama", "--lengths", "40", "--batches", "1", "--workloads",
+                 "lcrec", "--repeats", "1", "--threads", "1", "--no_generate", "--beam_normalise", "trie",
+                 "--json", str(path)]) == 0
+    rows = json.loads(path.read_text())
+    assert {r["method"] for r in rows} == {"vanilla", "earn"} and all(r["e2e_ms"] > 0 for r in rows)
+    assert "scores normalised over the trie" in capsys.readouterr().out

@@ -34,6 +34,9 @@ def build_parser():
     eff.add_argument("--k_fractions", type=_int_list, default=[8, 4, 2],
                      help="earn_k = N / f rounded half up, for each f (default 8,4,2)")
     eff.add_argument("--workloads", default="prefill,bigrec,lcrec")
+    eff.add_argument("--beam_normalise", default="vocabulary", choices=["vocabulary", "trie"],
+                     help="lcrec workload: beam scores over the whole vocabulary (LC-Rec's, one full lm head per "
+                     "step) or renormalised over the trie's allowed codes (only their lm-head rows)")
     eff.add_argument("--no_generate", action="store_true", help="skip the transformers generate() baseline")
     eff.add_argument("--generate_max_tokens", type=int, default=None,
                      help="skip a generate() case whose prompt tokens (batch x beams x L: generate runs the prompt "
@@ -54,7 +57,8 @@ def main(argv=None):
     ks, cases, repeats, cap = plan(args, N)
     print_header(args, backbone, ks, repeats, cap)
     result = run_benchmark(backbone, tokenizer, cases, ks, repeats=repeats, plain_backbone=plain,
-                           generate_max_tokens=cap or None, log=lambda s: print(s, file=sys.stderr, flush=True))
+                           generate_max_tokens=cap or None, log=lambda s: print(s, file=sys.stderr, flush=True),
+                           beam_normalise=args.beam_normalise)
     print_rows(result)
     print_limits(backbone, result["rows"], N)
     if args.json:
@@ -98,7 +102,8 @@ def print_header(args, backbone, ks, repeats, cap):
           f"CPUs, {platform.machine()}; k in {ks}; repeats {repeats} (median; a warm-up run per method, workload "
           f"and batch); generate cap {cap or 'none'}")
     print("# workloads: prefill; bigrec = 16 new tokens, 4 beams; lcrec = 4 new tokens, 20 beams, trie of 1682 "
-          "4-token codes over 1024 ids. L = BOS + prompt tokens. R = 2 registers.", flush=True)
+          f"4-token codes over 1024 ids, scores normalised over the {args.beam_normalise}. L = BOS + prompt tokens. "
+          "R = 2 registers.", flush=True)
 
 
 def print_rows(result):

@@ -118,8 +118,9 @@ class Sample:
     kv_bytes: Optional[int]
 
 
-def run_engine(model, prompts, workload: Workload, trie=None) -> Sample:
-    """One run of the EARN engine (vanilla or EARN): prefill only, or beam search (constrained for lcrec)."""
+def run_engine(model, prompts, workload: Workload, trie=None, beam_normalise="vocabulary") -> Sample:
+    """One run of the EARN engine (vanilla or EARN): prefill only, or beam search (constrained for lcrec, its
+    scores normalised as `beam_normalise` says: over the vocabulary, or over the trie's allowed tokens only)."""
     from recbole_earn.llm import beam_search
 
     if not workload.decodes:
@@ -130,7 +131,7 @@ def run_engine(model, prompts, workload: Workload, trie=None) -> Sample:
         return Sample(elapsed, None, elapsed, prefill.cache.nbytes())
     start = time.perf_counter()
     out = beam_search(model, prompts, num_beams=workload.beams, max_new_tokens=workload.new_tokens,
-                      trie=trie if workload.constrained else None, stop_at_eos=False)
+                      trie=trie if workload.constrained else None, stop_at_eos=False, normalise=beam_normalise)
     elapsed = time.perf_counter() - start
     if out.sequences.shape[-1] != workload.new_tokens or out.decode_steps != workload.decode_steps:
         raise RuntimeError(f"{workload.name}: expected {workload.new_tokens} new tokens, got "
@@ -246,7 +247,7 @@ def _ratio(a, b):
 def run_benchmark(backbone, tokenizer, cases: Sequence[Case], ks: Sequence[int], repeats: int = 3,
                   plain_backbone=None, generate_max_tokens: Optional[int] = 50_000, n_items: int = 1682,
                   warmup: bool = True, seed: int = 0, log: Callable[[str], None] = print,
-                  titles: Optional[Sequence[str]] = None) -> Dict:
+                  titles: Optional[Sequence[str]] = None, beam_normalise: str = "vocabulary") -> Dict:
     """Time every case for vanilla, each EARN k and (if `plain_backbone`) generate(). Each method gets one untimed
     warm-up run per (workload, batch) the first time it meets it (cases in ascending L: the cheapest one), then
     `repeats` timed runs, interleaved across methods; medians are reported. Returns
@@ -277,11 +278,11 @@ def run_benchmark(backbone, tokenizer, cases: Sequence[Case], ks: Sequence[int],
         if warmup and case.warmup:
             for name, k, model in models:
                 if (name, k, w.name, B) not in warmed:
-                    run_engine(model, prompts, w, trie)
+                    run_engine(model, prompts, w, trie, beam_normalise)
                     warmed.add((name, k, w.name, B))
         for _ in range(repeats):  # interleaved, so load changes hit every method alike
             for name, k, model in models:
-                samples[(name, k)].append(run_engine(model, prompts, w, trie))
+                samples[(name, k)].append(run_engine(model, prompts, w, trie, beam_normalise))
         measured = {key: _median_sample(s) for key, s in samples.items()}
         base = measured[("vanilla", N)]
         base_decode_s = base.e2e_s - base.prefill_s  # everything after the vanilla prefill
