@@ -126,76 +126,106 @@ def _trie_log_probs(model, hidden, nodes, finished, trie, banned, normalise):
     return logp, cand_tokens, cand_nodes
 
 
+@dataclass
+class _Beams:
+    """The beams of every prompt during a search, each tensor [B, nb] (history [B, nb, steps so far])."""
+
+    scores: torch.Tensor  # summed log-probabilities
+    finished: torch.Tensor  # bool: ended (trie leaf or EOS), or dead (no valid continuation left)
+    lengths: torch.Tensor  # tokens produced before ending
+    nodes: torch.Tensor  # trie node each beam stands at
+    history: torch.Tensor  # tokens produced (pad after a beam ends)
+
+    @classmethod
+    def start(cls, batch, nb, device):
+        scores = torch.full((batch, nb), float("-inf"), device=device)
+        scores[:, 0] = 0.0  # only beam 0 is live before the first token, so the first top-k takes distinct tokens
+        zeros = torch.zeros((batch, nb), dtype=torch.long, device=device)
+        return cls(scores, zeros.bool(), zeros, zeros.clone(), torch.empty((batch, nb, 0), dtype=torch.long,
+                                                                           device=device))
+
+
+def _candidate_log_probs(model, hidden, beams, nb, trie, banned, normalise, pad):
+    """Step 1, each beam's candidate next tokens: (log-probabilities [B, nb, C], their tokens and trie nodes, both
+    None without a trie, where the candidates are the vocabulary). An ended beam continues at no cost with one
+    candidate (emitted as pad)."""
+    batch = beams.scores.shape[0]
+    if trie is not None:
+        logp, cand_tokens, cand_nodes = _trie_log_probs(model, hidden, beams.nodes, beams.finished, trie, banned,
+                                                        normalise)
+        end_column = 0
+    else:
+        logits = model.logits(hidden).float()  # [B or B*nb, vocab]
+        logp = torch.log_softmax(logits, dim=-1).view(batch, -1, logits.shape[-1]).expand(batch, nb, -1)
+        cand_tokens = cand_nodes = None
+        end_column = pad
+    if bool(beams.finished.any()):
+        ended_row = torch.full_like(logp[:1, :1], float("-inf"))  # [1, 1, C]
+        ended_row[..., end_column] = 0.0
+        logp = torch.where(beams.finished[..., None], ended_row, logp)
+    return logp, cand_tokens, cand_nodes
+
+
+def _select(scores, logp, nb):
+    """Step 2, the nb best (beam, candidate) pairs of each prompt: (their scores [B, nb], best first, the beam each
+    extends and the candidate column it takes)."""
+    batch, width = logp.shape[0], logp.shape[-1]
+    total = scores[..., None] + logp  # [B, nb, C]
+    if width > nb:  # the nb best of each beam first: a top-k over nb*nb instead of nb*vocab entries
+        beam_best, beam_columns = total.topk(nb, dim=-1)  # [B, nb, nb]
+        scores, flat = beam_best.view(batch, -1).topk(nb, dim=-1)  # [B, nb]
+        return scores, flat // nb, beam_columns.view(batch, -1).gather(1, flat)
+    scores, flat = total.view(batch, -1).topk(nb, dim=-1)
+    return scores, flat // width, flat % width
+
+
+def _advance(beams, scores, source, column, cand_tokens, cand_nodes, trie, eos, pad):
+    """Step 3, the new beams: each takes its source beam's state plus the chosen token. Returns (beams, tokens
+    [B, nb])."""
+    was_finished = beams.finished.gather(1, source)
+    nodes = beams.nodes
+    if trie is not None:
+        width = cand_tokens.shape[-1]
+        token = cand_tokens.gather(1, source[..., None].expand(-1, -1, width)).gather(-1, column[..., None])[..., 0]
+        new_nodes = cand_nodes.gather(1, source[..., None].expand(-1, -1, width)).gather(-1, column[..., None])
+        nodes = torch.where(was_finished, nodes.gather(1, source), new_nodes[..., 0])
+    else:
+        token = column
+    dead = torch.isinf(scores)  # nothing valid left to fill this beam
+    token = torch.where(was_finished | dead, torch.full_like(token, pad), token)
+    nodes = torch.where(dead, torch.zeros_like(nodes), nodes)
+    kept = beams.lengths.gather(1, source)
+    lengths = torch.where(was_finished | dead, kept * ~dead, kept + 1)
+    history = beams.history.gather(1, source[..., None].expand(-1, -1, beams.history.shape[-1]))
+    finished = was_finished | dead
+    if trie is not None:
+        finished = finished | (trie.n_children[nodes] == 0)
+    elif eos is not None:
+        finished = finished | (token == eos)
+    return _Beams(scores, finished, lengths, nodes, torch.cat([history, token[..., None]], dim=-1)), token
+
+
 def _beam_search(model, prompts, nb, max_new_tokens, trie, eos, pad, share_prompt_cache=True, banned=None,
                  normalise="vocabulary"):
-    device = model.registers.device
+    """Prefill once, then per step: candidate log-probabilities, select the nb best, advance the beams, and run
+    the chosen tokens through all layers (the per-beam cache follows its beams first)."""
     start = time.perf_counter()
     prefill = model.prefill(prompts)
     prefill_seconds = time.perf_counter() - start
     start = time.perf_counter()
     cache = prefill.cache
     cache.start_decoding(nb, share_prompt=share_prompt_cache)
-    batch = len(prompts)
-    neg_inf = float("-inf")
-
+    batch, device = len(prompts), model.registers.device
+    beams = _Beams.start(batch, nb, device)
     hidden = prefill.last_hidden  # [B, hidden] at step 0 (all beams of a prompt are the same), then [B*nb, hidden]
-    scores = torch.full((batch, nb), neg_inf, device=device)
-    scores[:, 0] = 0.0  # only beam 0 is live before the first token, so the first top-k takes distinct tokens
-    finished = torch.zeros((batch, nb), dtype=torch.bool, device=device)
-    lengths = torch.zeros((batch, nb), dtype=torch.long, device=device)
-    nodes = torch.zeros((batch, nb), dtype=torch.long, device=device)  # trie node of each beam
-    history = torch.empty((batch, nb, 0), dtype=torch.long, device=device)
     prompt_offsets = torch.arange(batch, device=device)[:, None] * nb  # [B, 1] first flat beam row of each prompt
     steps = 0
-
     for step in range(max_new_tokens):
-        # 1. log-probabilities of each beam's candidate next tokens: [B, nb, C]
-        if trie is not None:
-            logp, cand_tokens, cand_nodes = _trie_log_probs(model, hidden, nodes, finished, trie, banned, normalise)
-            end_column = 0  # an ended beam continues with column 0 (emitted as pad) at no cost
-        else:
-            logits = model.logits(hidden).float()  # [B or B*nb, vocab]
-            logp = torch.log_softmax(logits, dim=-1).view(batch, -1, logits.shape[-1]).expand(batch, nb, -1)
-            end_column = pad
-        if bool(finished.any()):
-            ended_row = torch.full_like(logp[:1, :1], neg_inf)  # [1, 1, C]
-            ended_row[..., end_column] = 0.0
-            logp = torch.where(finished[..., None], ended_row, logp)
-
-        # 2. keep the nb best (beam, candidate) pairs of each prompt
-        width = logp.shape[-1]
-        total = scores[..., None] + logp  # [B, nb, C]
-        if width > nb:  # the nb best of each beam first: a top-k over nb*nb instead of nb*vocab entries
-            beam_best, beam_columns = total.topk(nb, dim=-1)  # [B, nb, nb]
-            scores, flat = beam_best.view(batch, -1).topk(nb, dim=-1)  # [B, nb], sorted best first
-            source = flat // nb  # beam each new beam extends
-            column = beam_columns.view(batch, -1).gather(1, flat)
-        else:
-            scores, flat = total.view(batch, -1).topk(nb, dim=-1)
-            source = flat // width
-            column = flat % width
-        was_finished = finished.gather(1, source)
-        if trie is not None:
-            token = cand_tokens.gather(1, source[..., None].expand(-1, -1, width)).gather(-1, column[..., None])[..., 0]
-            new_nodes = cand_nodes.gather(1, source[..., None].expand(-1, -1, width)).gather(-1, column[..., None])
-            nodes = torch.where(was_finished, nodes.gather(1, source), new_nodes[..., 0])
-        else:
-            token = column
-        dead = torch.isinf(scores)  # nothing valid left to fill this beam
-        token = torch.where(was_finished | dead, torch.full_like(token, pad), token)
-        nodes = torch.where(dead, torch.zeros_like(nodes), nodes)
-        lengths = torch.where(was_finished | dead, lengths.gather(1, source) * ~dead, lengths.gather(1, source) + 1)
-        history = torch.cat([history.gather(1, source[..., None].expand(-1, -1, history.shape[-1])),
-                             token[..., None]], dim=-1)
-        finished = was_finished | dead
-        if trie is not None:
-            finished = finished | (trie.n_children[nodes] == 0)
-        elif eos is not None:
-            finished = finished | (token == eos)
-        if step == max_new_tokens - 1 or bool(finished.all()):
+        logp, cand_tokens, cand_nodes = _candidate_log_probs(model, hidden, beams, nb, trie, banned, normalise, pad)
+        scores, source, column = _select(beams.scores, logp, nb)
+        beams, token = _advance(beams, scores, source, column, cand_tokens, cand_nodes, trie, eos, pad)
+        if step == max_new_tokens - 1 or bool(beams.finished.all()):
             break
-
-        # 3. run the chosen tokens through all layers (the per-beam cache follows its beams first)
         if step > 0:
             cache.reorder_beams((prompt_offsets + source).view(-1))
         positions = (prefill.prefix_lengths[:, None] + step).expand(batch, nb).reshape(-1)  # [B*nb]
@@ -203,9 +233,9 @@ def _beam_search(model, prompts, nb, max_new_tokens, trie, eos, pad, share_promp
         steps += 1
 
     return GenerationOutput(
-        sequences=history,
-        scores=scores,
-        lengths=lengths,
+        sequences=beams.history,
+        scores=beams.scores,
+        lengths=beams.lengths,
         prefill_seconds=prefill_seconds,
         decode_seconds=time.perf_counter() - start,
         decode_steps=steps,
