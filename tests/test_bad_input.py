@@ -178,7 +178,7 @@ def test_misspelled_keys_are_logged_with_the_closest_known_key(tmp_path, caplog)
     with caplog.at_level(logging.WARNING):
         Config(model="EARNBIGRec", dataset="ml-100k", config_file_list=[str(user_yaml)],
                cmd_args={"TITLE_FEILD": "title", "earn_k": "4"})
-    messages = warnings_of(caplog, "recbole_earn.config")
+    messages = warnings_of(caplog, "recbole_earn.config_checks")
     assert len(messages) == 2
     assert "'earn_kk'" in messages[0] and "my.yaml" in messages[0] and "did you mean 'earn_k'" in messages[0]
     assert "'TITLE_FEILD'" in messages[1] and "did you mean 'TITLE_FIELD'" in messages[1]

@@ -33,6 +33,10 @@ def load_curves(paths, metric):
     return families
 
 
+SEED_STYLES = [{"linestyle": "-", "marker": "o"}, {"linestyle": "--", "marker": "s"}, {"linestyle": ":", "marker": "^"},
+               {"linestyle": "-.", "marker": "D"}]
+
+
 def plot(families, metric, out, baselines=None):
     """One panel per family; `baselines` ({label: value}) are drawn as horizontal lines in every panel."""
     import matplotlib
@@ -43,12 +47,15 @@ def plot(families, metric, out, baselines=None):
     names = sorted(families)
     figure, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4), squeeze=False)
     for axis, name in zip(axes[0], names):
-        colours = {}
+        colours, runs = {}, {}
         for model, seed, points in families[name]:
-            colour = colours.setdefault(model, f"C{len(colours)}")
+            colour = colours.setdefault(model, f"C{len(colours)}")  # one colour per model, one style per seed
+            seeds = runs.setdefault(model, [])
+            style = SEED_STYLES[len(seeds) % len(SEED_STYLES)]
+            seeds.append(seed)
             label = model if seed is None else f"{model} (seed {seed})"
             xs, ys = zip(*points)
-            axis.plot(xs, ys, marker="o", color=colour, label=label)
+            axis.plot(xs, ys, color=colour, label=label, **style)
         for index, (label, value) in enumerate(sorted((baselines or {}).items())):
             axis.axhline(value, linestyle="--", color=f"C{index + 5}", label=label)
         axis.set_xlim(left=0)
