@@ -227,7 +227,7 @@ def test_broken_yaml_names_the_file_and_line(tmp_path):
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("learning_rate", "fast", r"learning_rate must be a number \(default 0\.001\), got 'fast'"),
+    ("learning_rate", "fast", r"learning_rate must be a number \(default [0-9.]+\), got 'fast'"),
     ("embedding_batch_size", "0", r"embedding_batch_size must be a positive integer, got 0"),
     ("index_levels", "0", r"index_levels must be a positive integer, got 0"),
 ])
