@@ -185,6 +185,49 @@ def test_excluded_sequences_never_come_out_and_the_others_keep_their_scores(k, d
         assert all(abs(found[seq] - expected[seq]) <= 1e-4 for seq in found)
 
 
+def test_edge_log_probs_are_each_nodes_share_of_its_parent_and_sum_to_the_sequence_share():
+    items = _trie_sequences(3, n_items=10)
+    trie = TokenTrie(items)
+    weights = torch.arange(1, len(items) + 1, dtype=torch.float)
+    edges = trie.edge_log_probs(weights).double()
+    assert edges[0] == 0.0
+    for node in range(len(trie.n_children)):  # the children of every internal node share its weight
+        children = trie.children_nodes[node][trie.children_nodes[node] >= 0]
+        if len(children):
+            assert abs(float(edges[children].exp().sum()) - 1.0) <= 1e-6
+    for index, item in enumerate(items):  # along a path the shares telescope to the sequence's share
+        node, total = 0, 0.0
+        for token in item:
+            node = int(trie.children_nodes[node][trie.children_tokens[node] == token])
+            total += float(edges[node])
+        assert abs(total - float((weights[index] / weights.sum()).log())) <= 1e-5
+    with pytest.raises(ValueError, match="positive weights"):
+        trie.edge_log_probs(torch.zeros(len(items)))
+
+
+@pytest.mark.parametrize("normalise", ["vocabulary", "trie"])
+def test_a_node_prior_adds_each_sequences_prior_to_its_score(normalise, device):
+    """With every item in the beams, a prior over the trie's nodes adds the sum of its edges along each item's
+    path to that item's score; a prior weighted far above the model ranks the items by the prior alone."""
+    torch.manual_seed(0)
+    model = earn_model(earn_k=1, device=device)
+    items = _trie_sequences(0, n_items=6)
+    trie = TokenTrie(items)
+    weights = torch.tensor([5.0, 1.0, 30.0, 2.0, 9.0, 4.0])[: len(items)]
+    item_prior = (weights / weights.sum()).log()
+    prompts = random_prompts(2, 4, 10, seed=6)
+    plain = constrained_beam_search(model, prompts, trie, num_beams=len(items), normalise=normalise)
+    prior = constrained_beam_search(model, prompts, trie, num_beams=len(items), normalise=normalise,
+                                    node_log_prior=trie.edge_log_probs(weights))
+    for with_prior, without in zip(prior.as_lists(), plain.as_lists()):
+        expected = {tuple(seq): score + float(item_prior[items.index(tuple(seq))]) for seq, score in without}
+        assert all(abs(score - expected[tuple(seq)]) <= 1e-4 for seq, score in with_prior)
+    dominant = constrained_beam_search(model, prompts, trie, num_beams=3, normalise=normalise,
+                                       node_log_prior=1e4 * trie.edge_log_probs(weights))
+    by_weight = [items[i] for i in weights.argsort(descending=True)[:3].tolist()]
+    assert all([tuple(seq) for seq, _ in beams] == by_weight for beams in dominant.as_lists())
+
+
 def test_exclusion_mask_marks_excluded_leaves_and_exhausted_subtrees(device):
     trie = TokenTrie([[1, 2], [1, 3], [4, 5]]).to(device)  # root -1-> a -2-> leaf, a -3-> leaf; root -4-> b -5-> leaf
     node_a, node_b = (int(trie.children_nodes[0, c]) for c in range(2))

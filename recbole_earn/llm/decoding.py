@@ -60,14 +60,17 @@ class GenerationOutput:
 def beam_search(model, prompts: Sequence[Sequence[int]], num_beams: int = 4, max_new_tokens: int = 16,
                 trie: Optional[TokenTrie] = None, eos_token_id: Optional[int] = None,
                 stop_at_eos: bool = True, share_prompt_cache: bool = True,
-                excluded: Optional[Sequence[Sequence[int]]] = None, normalise: str = "vocabulary") -> GenerationOutput:
+                excluded: Optional[Sequence[Sequence[int]]] = None, normalise: str = "vocabulary",
+                node_log_prior: Optional[torch.Tensor] = None) -> GenerationOutput:
     """Beam search for every prompt of the batch. With `trie`, only sequences of the trie are produced (and
     max_new_tokens may be None: the trie's depth). eos_token_id defaults to the model's (ignored with a trie: a
     trie leaf ends a beam). share_prompt_cache=False copies the prompt's KV into every beam (for measurements).
     excluded (with a trie): per prompt, indices of trie sequences it must not produce (e.g. items already seen);
     their completions score -inf, so the beams go to the other sequences. normalise (with a trie): "vocabulary"
     (each step's log-softmax over the whole vocabulary, the model's own probability) or "trie" (over the allowed
-    tokens only)."""
+    tokens only). node_log_prior (with a trie): [n_nodes], added to the log-probability of every step that enters
+    a node (e.g. a weighted `TokenTrie.edge_log_probs` of item popularity), so beams are ranked by model and prior
+    together from the first token on."""
     if normalise not in NORMALISERS:
         raise ValueError(f"normalise must be one of {', '.join(NORMALISERS)}, got {normalise!r}")
     if num_beams < 1:
@@ -81,8 +84,9 @@ def beam_search(model, prompts: Sequence[Sequence[int]], num_beams: int = 4, max
     pad = model.pad_token_id
     with eval_mode(model), torch.inference_mode():
         banned = None if trie is None or excluded is None else trie.exclusion_mask(excluded)
+        prior = None if trie is None or node_log_prior is None else node_log_prior.to(trie.children_nodes.device)
         return _beam_search(model, prompts, num_beams, max_new_tokens, trie, eos if stop_at_eos else None, pad,
-                            share_prompt_cache, banned, normalise)
+                            share_prompt_cache, banned, normalise, prior)
 
 
 def greedy_search(model, prompts, max_new_tokens=16, eos_token_id=None, stop_at_eos=True) -> GenerationOutput:
@@ -92,14 +96,14 @@ def greedy_search(model, prompts, max_new_tokens=16, eos_token_id=None, stop_at_
 
 
 def constrained_beam_search(model, prompts, trie: TokenTrie, num_beams=20, max_new_tokens=None,
-                            excluded=None, normalise="vocabulary") -> GenerationOutput:
+                            excluded=None, normalise="vocabulary", node_log_prior=None) -> GenerationOutput:
     """Beam search that only ever produces sequences of `trie` (e.g. the token ids of every real item), except
-    each prompt's `excluded` sequence indices."""
+    each prompt's `excluded` sequence indices, optionally scored with a prior over the trie's nodes."""
     return beam_search(model, prompts, num_beams=num_beams, max_new_tokens=max_new_tokens, trie=trie,
-                       excluded=excluded, normalise=normalise)
+                       excluded=excluded, normalise=normalise, node_log_prior=node_log_prior)
 
 
-def _trie_log_probs(model, hidden, nodes, finished, trie, banned, normalise):
+def _trie_log_probs(model, hidden, nodes, finished, trie, banned, normalise, prior=None):
     """Log-probabilities [B, nb, C] of each beam's allowed next tokens (-inf where a beam has fewer than C children
     or the child is banned: it ends, or only leads to, excluded sequences), with the tokens and nodes they lead to.
     normalise="vocabulary": the model's own log-softmax over its whole vocabulary, as `generate` with
@@ -120,6 +124,8 @@ def _trie_log_probs(model, hidden, nodes, finished, trie, banned, normalise):
         columns = torch.searchsorted(union, cand_tokens.clamp(min=0)).clamp(max=union.numel() - 1)
         logp = logits.gather(-1, columns).masked_fill(~valid, float("-inf"))
         logp = torch.log_softmax(logp, dim=-1).masked_fill(~valid, float("-inf"))
+    if prior is not None:
+        logp = logp + prior[cand_nodes.clamp(min=0)]  # invalid candidates stay -inf
     if banned is not None:
         hit = banned.gather(1, cand_nodes.clamp(min=0).view(batch, -1)).view_as(cand_nodes)  # [B, nb, C]
         logp = logp.masked_fill(hit & valid, float("-inf"))
@@ -145,14 +151,14 @@ class _Beams:
                                                                            device=device))
 
 
-def _candidate_log_probs(model, hidden, beams, nb, trie, banned, normalise, pad):
+def _candidate_log_probs(model, hidden, beams, nb, trie, banned, normalise, pad, prior=None):
     """Step 1, each beam's candidate next tokens: (log-probabilities [B, nb, C], their tokens and trie nodes, both
     None without a trie, where the candidates are the vocabulary). An ended beam continues at no cost with one
     candidate (emitted as pad)."""
     batch = beams.scores.shape[0]
     if trie is not None:
         logp, cand_tokens, cand_nodes = _trie_log_probs(model, hidden, beams.nodes, beams.finished, trie, banned,
-                                                        normalise)
+                                                        normalise, prior)
         end_column = 0
     else:
         logits = model.logits(hidden).float()  # [B or B*nb, vocab]
@@ -206,7 +212,7 @@ def _advance(beams, scores, source, column, cand_tokens, cand_nodes, trie, eos, 
 
 
 def _beam_search(model, prompts, nb, max_new_tokens, trie, eos, pad, share_prompt_cache=True, banned=None,
-                 normalise="vocabulary"):
+                 normalise="vocabulary", prior=None):
     """Prefill once, then per step: candidate log-probabilities, select the nb best, advance the beams, and run
     the chosen tokens through all layers (the per-beam cache follows its beams first)."""
     start = time.perf_counter()
@@ -221,7 +227,8 @@ def _beam_search(model, prompts, nb, max_new_tokens, trie, eos, pad, share_promp
     prompt_offsets = torch.arange(batch, device=device)[:, None] * nb  # [B, 1] first flat beam row of each prompt
     steps = 0
     for step in range(max_new_tokens):
-        logp, cand_tokens, cand_nodes = _candidate_log_probs(model, hidden, beams, nb, trie, banned, normalise, pad)
+        logp, cand_tokens, cand_nodes = _candidate_log_probs(model, hidden, beams, nb, trie, banned, normalise, pad,
+                                                             prior)
         scores, source, column = _select(beams.scores, logp, nb)
         beams, token = _advance(beams, scores, source, column, cand_tokens, cand_nodes, trie, eos, pad)
         if step == max_new_tokens - 1 or bool(beams.finished.all()):

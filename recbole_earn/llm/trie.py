@@ -84,6 +84,27 @@ class TokenTrie:
             mask[:, nodes] = child_excluded.all(-1)
         return mask
 
+    def edge_log_probs(self, weights: torch.Tensor) -> torch.Tensor:
+        """[n_nodes] float: the log of each node's share of its parent's weight, 0 at the root. A node's weight is
+        the sum of `weights` ([num_sequences], all > 0; e.g. item counts) over the sequences through it, so along a
+        sequence's path these sum to log(its weight / the total): a prior that beam search can add token by
+        token, with every prefix scored by the weight of what it can still become."""
+        weights = torch.as_tensor(weights, dtype=torch.float64, device=self.end_nodes.device)
+        if weights.shape != (self.num_sequences,) or not bool((weights > 0).all()):
+            raise ValueError(f"edge_log_probs needs {self.num_sequences} positive weights, got shape "
+                             f"{tuple(weights.shape)}")
+        n_nodes = len(self.n_children)
+        mass = torch.zeros(n_nodes, dtype=torch.float64, device=weights.device)
+        mass[self.end_nodes] = weights
+        for nodes in reversed(self.internal_nodes_by_depth):  # deepest first: children are settled before parents
+            children = self.children_nodes[nodes]  # [n, C], -1 = none
+            mass[nodes] = torch.where(children >= 0, mass[children.clamp(min=0)], 0.0).sum(-1)
+        has_child = self.children_nodes >= 0  # [n_nodes, C]
+        parents = torch.zeros(n_nodes, dtype=torch.long, device=weights.device)  # the root is its own parent
+        parents[self.children_nodes[has_child]] = torch.arange(n_nodes, device=weights.device)[:, None].expand_as(
+            has_child)[has_child]
+        return (mass.log() - mass[parents].log()).float()
+
     def contains(self, sequence: Sequence[int]) -> bool:
         """True if `sequence` is one of the trie's complete sequences."""
         node = 0
