@@ -39,8 +39,8 @@ def _additive(allowed):
 
 @torch.no_grad()
 def masked_reference_logits(model, batch):
-    """Section 3's reference: every layer at FULL length, but layers >= k may only attend to keys at kept positions
-    (registers, last prefix token, response), causally. Logits at the kept positions, [B, K, vocab]."""
+    """EARN's definition as a reference: every layer at FULL length, but layers >= k may only attend to keys at
+    kept positions (registers, last prefix token, response), causally. Logits at the kept positions, [B, K, vocab]."""
     decoder, lm = model.decoder, model.causal_lm
     hidden = model.input_embeddings(batch)  # [B, S, hidden]
     batch_size, seq_len, _ = hidden.shape

@@ -67,6 +67,9 @@ def earn_attention_forward(module, query, key, value, attention_mask, scaling=No
     cache = kwargs.pop("earn_cache", None)
     if cache is not None:
         return _shared_prefix_attention(module, query, key, value, cache, scaling)
+    observer = kwargs.pop("earn_prefill_observer", None)  # a KV press that ranks prompt positions by attention
+    if observer is not None:
+        observer(module.layer_idx, query, key, scaling if scaling is not None else query.shape[-1] ** -0.5)
     if getattr(module, BASE_ATTENTION_ATTRIBUTE, "sdpa") == "eager":
         from transformers.models.llama.modeling_llama import eager_attention_forward
 

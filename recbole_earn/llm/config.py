@@ -26,7 +26,7 @@ class EARNConfig:
         return self.n_prefix_registers + self.n_suffix_registers
 
     def resolved_k(self, num_layers: int) -> int:
-        """The register layer for a backbone of `num_layers` layers, checked against the rules of section 3."""
+        """The register layer for a backbone of `num_layers` layers: k in [0, N], and registers whenever k < N."""
         k = round(num_layers / 4) if self.earn_k is None else self.earn_k
         if isinstance(k, bool) or not isinstance(k, numbers.Integral):
             raise ValueError(f"earn_k must be an integer in [0, {num_layers}], got {k!r}")

@@ -10,6 +10,7 @@ The same loop serves training (loss on the response), prefill (writes the uneven
 (reads it; see attention.py for how beams share the prompt's cache). Token-level decoders live in decoding.py.
 """
 
+import functools
 import inspect
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -85,6 +86,10 @@ class EARNModel(nn.Module):
         # steps vanish in bf16's 8-bit mantissa. Cast to the activations' dtype where used.
         self.registers = nn.Parameter(registers.to(device=embed_weight.device, dtype=torch.float32))
         self.added_tokens = None  # AddedTokenRows once add_tokens() is called
+        self.kv_press = None  # a KVPress (kv_press.py) that compresses the prompt's KV after every prefill
+        # SkipLayers at inference: prompts run through layers [0, prompt_layers) only (None: earn_k, as trained);
+        # the later layers see the registers or, without any, the last prompt token.
+        self.prompt_layers = None
         install_earn_attention(lm)
         install_weight_major_linear(lm)  # decoding steps' few rows stream the weights faster (small_batch_linear.py)
         self._cache_kwarg = cache_keyword(lm.model.layers[0])
@@ -174,13 +179,17 @@ class EARNModel(nn.Module):
                            position_embeddings=position_embeddings, **kwargs)
         return hidden
 
-    def split_forward(self, batch: EARNBatch, cache: Optional[EARNCache] = None) -> torch.Tensor:
-        """Final (normed) hidden states at the kept positions, [B, K, hidden]. With a cache, records the prefill KV."""
-        k = self.earn_k
+    def split_forward(self, batch: EARNBatch, cache: Optional[EARNCache] = None, observer=None,
+                      k: Optional[int] = None) -> torch.Tensor:
+        """Final (normed) hidden states at the kept positions, [B, K, hidden]. With a cache, records the prefill KV.
+        observer(layer, query, key, scaling), if given, sees every layer < k's queries and keys (after rotary).
+        k: the layer from which only kept tokens go on (default earn_k)."""
+        k = self.earn_k if k is None else k
         hidden = self.input_embeddings(batch)  # [B, S, hidden]
         if k > 0:
             mask = causal_mask(batch.attention_mask, hidden.dtype)  # [B, 1, S, S]
-            hidden = self._run_layers(self.layers[:k], hidden, mask, batch.position_ids, cache)
+            extra = {} if observer is None else {"earn_prefill_observer": observer}
+            hidden = self._run_layers(self.layers[:k], hidden, mask, batch.position_ids, cache, **extra)
         # Only registers, the last prefix token and the response go on; each keeps its original position id.
         gather_index = batch.keep_index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])  # [B, K, hidden]
         hidden = hidden.gather(1, gather_index)  # [B, K, hidden]
@@ -221,14 +230,20 @@ class EARNModel(nn.Module):
     @torch.no_grad()
     def prefill(self, prompts: Sequence[Sequence[int]]) -> PrefillOutput:
         """Run the prompts once ([BOS R_pre prompt R_suf], left padded) and keep the uneven cache:
-        layers < k hold the whole padded prompt, layers >= k the R registers."""
+        layers < k hold the whole padded prompt, layers >= k the R registers (the last prompt token when R = 0 and
+        `prompt_layers` skips layers). Then `kv_press`, if set, compresses layers < k."""
         batch = self.make_batch(prompts)
         cache = EARNCache(self.num_layers)
+        press, valid = self.kv_press, batch.attention_mask
+        observer = functools.partial(press.observe, valid=valid) if press is not None and press.needs_queries else None
+        k = self.earn_k if self.prompt_layers is None else min(self.earn_k, self.prompt_layers)
         with weight_major_linear():  # layers >= k see only B x (R + 1) rows: bound by reading the weights
-            hidden = self.split_forward(batch, cache)  # [B, K, hidden]; last column = last prefix token
-        prompt_mask = padding_mask(batch.attention_mask, hidden.dtype)  # [B, 1, 1, S] or None
-        for i in range(self.earn_k):
+            hidden = self.split_forward(batch, cache, observer, k)  # [B, K, hidden]; last column = last prefix token
+        prompt_mask = padding_mask(valid, hidden.dtype)  # [B, 1, 1, S] or None
+        for i in range(k):
             cache.shared_mask[i] = prompt_mask
+        if press is not None:  # layers >= k hold only the registers: nothing to press there
+            press.compress(cache, valid, range(k))
         return PrefillOutput(cache=cache, last_hidden=hidden[:, -1], prefix_lengths=batch.prefix_lengths)
 
     @torch.no_grad()
