@@ -49,6 +49,11 @@ def build_parser():
         "with one --model, writes that model's one-row table there",
     )
     parser.add_argument(
+        "--checkpoint", default=None, metavar="PTH",
+        help="evaluate this checkpoint (saved/<Model>-<date>.pth from an earlier run of the same --model, dataset "
+        "and training settings) on valid and test instead of training, e.g. to try inference settings",
+    )
+    parser.add_argument(
         "--debug", action="store_true",
         help=f"show the traceback of errors about flags, config and files too (or set {DEBUG_ENV}=1)",
     )
@@ -123,6 +128,13 @@ def run_command(args, config_files, overrides):
         build_parser().error(
             "--nproc / --world_size train one model; run group runs, --group_output tables and searches without them"
         )
+    if args.checkpoint is not None:
+        if multi_process or args.hyper or "," in args.model:
+            build_parser().error("--checkpoint evaluates one model in one process; give one --model, no --hyper "
+                                 "or --nproc")
+        if not os.path.isfile(args.checkpoint):
+            raise FileNotFoundError(f"--checkpoint {args.checkpoint} does not exist (run_earn.py writes "
+                                    f"saved/<Model>-<date>.pth)")
     if args.hyper:
         return run_search_command(args, config_files, overrides)
     if writes_a_table:
@@ -141,7 +153,8 @@ def run_command(args, config_files, overrides):
         from recbole_earn.quick_start import run_earn
 
         check_configs([args.model], args.dataset, config_file_list=config_files, cmd_args=overrides)
-        result = run_earn(model=args.model, dataset=args.dataset, config_file_list=config_files, cmd_args=overrides)
+        result = run_earn(model=args.model, dataset=args.dataset, config_file_list=config_files, cmd_args=overrides,
+                          checkpoint=args.checkpoint)
     print(f"test result ({result['model']} on {result['dataset']}): {dict(result['test_result'])}")
     return result
 
@@ -154,7 +167,8 @@ def run_group_command(args, config_files, overrides):
     except ValueError as error:
         build_parser().error(str(error))
     rows, (csv_path, json_path) = run_group(
-        models, args.dataset, config_file_list=config_files, cmd_args=overrides, output_stem=args.group_output
+        models, args.dataset, config_file_list=config_files, cmd_args=overrides, output_stem=args.group_output,
+        checkpoint=args.checkpoint,
     )
     print(markdown_table(rows))
     print(f"table written to {csv_path} and {json_path}")

@@ -163,13 +163,17 @@ def check_configs(models, dataset, config_file_list=None, config_dict=None, cmd_
             check(config)
 
 
-def run_group(models, dataset, config_file_list=None, config_dict=None, cmd_args=None, output_stem=None):
+def run_group(models, dataset, config_file_list=None, config_dict=None, cmd_args=None, output_stem=None,
+              checkpoint=None):
     """Train and evaluate every model of `models` on `dataset`; returns (rows, (csv_path, json_path)).
+    `checkpoint` (one model only): evaluate that saved model instead of training it.
 
     Every config and the output path are checked first. The table is rewritten after each model, so a later
     failure keeps the finished rows: they are printed, then the failure is raised again."""
     from recbole_earn.quick_start import run_earn
 
+    if checkpoint is not None and len(models) != 1:
+        raise ConfigError(f"a checkpoint is the trained weights of one model; got {len(models)} models")
     output_stem = output_stem or default_output_stem(dataset)
     check_configs(models, dataset, config_file_list, config_dict, cmd_args)
     check_table_writable(output_stem)
@@ -178,7 +182,7 @@ def run_group(models, dataset, config_file_list=None, config_dict=None, cmd_args
         try:
             result = run_earn(
                 model=name, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict,
-                cmd_args=cmd_args,
+                cmd_args=cmd_args, checkpoint=checkpoint,
             )
             rows.append(result_row(result))
             add_earn_speedups(rows)

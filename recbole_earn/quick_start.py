@@ -14,7 +14,9 @@ from logging import getLogger
 import torch
 from recbole.data import create_dataset, data_preparation
 from recbole.data.transform import construct_transform
-from recbole.utils import get_environment, get_flops, get_trainer, init_logger, init_seed, set_color
+from recbole.utils import (
+    calculate_valid_score, get_environment, get_flops, get_trainer, init_logger, init_seed, set_color,
+)
 
 from recbole_earn.config import Config
 from recbole_earn.data.atomic_files import require_dataset_files
@@ -52,8 +54,10 @@ def build_model(config, train_data, logger):
     return model
 
 
-def train_and_evaluate(config, saved=True, verbose=True):
-    """Build data and model from a ready Config, fit on train/valid, evaluate on test: the result dict."""
+def train_and_evaluate(config, saved=True, verbose=True, checkpoint=None):
+    """Build data and model from a ready Config, fit on train/valid, evaluate on test: the result dict. With
+    `checkpoint` (a .pth file run_earn saved), nothing trains: that model is evaluated on valid and test under
+    this config's inference settings."""
     logger = getLogger()
     dataset, train_data, valid_data, test_data = prepare_data(config)
     logger.info(dataset)
@@ -68,16 +72,22 @@ def train_and_evaluate(config, saved=True, verbose=True):
     show_progress = config["show_progress"] and verbose
 
     start = time.perf_counter()
-    best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, verbose=verbose, saved=saved, show_progress=show_progress
-    )
-    train_time = time.perf_counter() - start
+    if checkpoint is None:
+        best_valid_score, best_valid_result = trainer.fit(
+            train_data, valid_data, verbose=verbose, saved=saved, show_progress=show_progress
+        )
+    else:
+        best_valid_result = trainer.evaluate(valid_data, model_file=checkpoint, show_progress=show_progress)
+        best_valid_score = calculate_valid_score(best_valid_result, trainer.valid_metric)
+        trainer.saved_model_file = checkpoint
+    train_time = time.perf_counter() - start if checkpoint is None else 0.0
     if hasattr(recommender, "reset_inference_stats"):
         recommender.reset_inference_stats()  # count the test generations only, not validation's
     if distributed and saved:
         torch.distributed.barrier()  # rank 0 has finished writing the checkpoint the others reload
     start = time.perf_counter()
-    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=show_progress)
+    test_result = trainer.evaluate(test_data, load_best_model=saved or checkpoint is not None,
+                                   show_progress=show_progress)
     test_time = time.perf_counter() - start
 
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
@@ -130,7 +140,8 @@ def init_fresh_logger(config):
     init_logger(config)
 
 
-def run_earn(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, cmd_args=None):
+def run_earn(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, cmd_args=None,
+             checkpoint=None):
     """Train `model` on `dataset`, pick the best epoch on valid, evaluate on test; return the result dict.
 
     Args:
@@ -140,6 +151,8 @@ def run_earn(model=None, dataset=None, config_file_list=None, config_dict=None, 
         config_dict (dict): values applied over the yaml files.
         saved (bool): keep the best checkpoint and reload it for the test evaluation.
         cmd_args (dict): command-line `--key=value` values (strings), applied last.
+        checkpoint (str): a checkpoint this model saved: evaluate it on valid and test instead of training (e.g.
+            to try inference settings such as num_beams on a trained model); train_time_s is then 0.
 
     Returns:
         dict: best_valid_score, valid_score_bigger, best_valid_result, test_result (as RecBole's run_recbole),
@@ -154,7 +167,7 @@ def run_earn(model=None, dataset=None, config_file_list=None, config_dict=None, 
     logger = getLogger()
     logger.info(sys.argv)
     logger.info(config)
-    result = train_and_evaluate(config, saved=saved)
+    result = train_and_evaluate(config, saved=saved, checkpoint=checkpoint)
     logger.info("The running environment of this training is as follows:\n" + get_environment(config).draw())
     return result
 

@@ -10,6 +10,7 @@ from recbole_earn.config import Config
 from recbole_earn.data.item_text import item_descriptions
 from recbole_earn.indexing.collaborative import matrix_digest, user_item_matrix
 from recbole_earn.indexing.item_index import IndexSettings, build_item_index, codes_from_embeddings
+from recbole_earn.llm.kv_press import SnapKV
 from recbole_earn.model.lcrec import index_folder, index_settings
 from recbole_earn.model.trained_setup import SETUP_KEY
 from recbole_earn.quick_start import run_earn
@@ -163,6 +164,11 @@ def test_full_sort_run_returns_recbole_metrics(mini_ml100k, device):
     checkpoint = [name for name in os.listdir(values["checkpoint_dir"]) if name.startswith("EARNLCRec-")]
     assert len(checkpoint) == 1
     assert os.path.getsize(os.path.join(values["checkpoint_dir"], checkpoint[0])) < 2_000_000
+    # the saved model evaluated again without training: the same test result
+    again = run_earn(model="EARNLCRec", dataset=mini_ml100k["dataset"], config_dict=values,
+                     checkpoint=os.path.join(values["checkpoint_dir"], checkpoint[0]))
+    assert again["test_result"] == result["test_result"] and again["train_time_s"] == 0.0
+    assert again["best_valid_score"] == result["best_valid_score"]
 
 
 def test_earn_with_k_equal_n_matches_lcrec(mini_ml100k, device):
@@ -198,6 +204,64 @@ def test_predict_scores_each_users_candidates_like_one_sequence_each(mini_ml100k
     expected = model.llm.response_log_probs(model.prompts(interaction),
                                             [model.code_ids[i] for i in interaction[model.ITEM_ID].tolist()])
     torch.testing.assert_close(model.predict(interaction), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_popularity_prior_adds_the_weighted_log_share_of_training_answers(mini_ml100k, device):
+    """popularity_prior_weight w: an item's score is its code's log-probability + w * log((count + 1) / total),
+    the count being its training answers, in full ranking (added code by code in the beams) and sampled."""
+    model, train_data, _, test_data = build(lcrec_config(mini_ml100k, popularity_prior_weight=0.5,
+                                                         **device_keys(device)))
+    counts = torch.bincount(train_data._dataset.inter_feat[model.ITEM_ID], minlength=model.n_items)[1:] + 1.0
+    share = 0.5 * (counts / counts.sum()).log().to(device)  # [n_items - 1]
+    assert model.ranking_label() == "LLM + 0.5 x log popularity"
+    model.eval()  # no LoRA dropout in the reference scores
+    users = first_batch(test_data, device)
+    scores = model.full_sort_predict(users)  # [B, n_items]
+    rows, items = torch.isfinite(scores).nonzero(as_tuple=True)
+    log_probs = model.llm.response_log_probs(model.prompts(users[rows]), [model.code_ids[i] for i in items.tolist()])
+    torch.testing.assert_close(scores[rows, items], log_probs + share[items - 1], rtol=1e-4, atol=1e-4)
+    interaction = users[torch.tensor([0, 0, 1], device=device)]
+    interaction[model.ITEM_ID] = torch.tensor([3, 7, 5], device=device)
+    sampled = model.llm.response_log_probs(model.prompts(interaction), [model.code_ids[i] for i in (3, 7, 5)])
+    torch.testing.assert_close(model.predict(interaction), sampled + share[torch.tensor([2, 6, 4], device=device)],
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_a_negative_popularity_prior_is_refused(mini_ml100k):
+    with pytest.raises(ValueError, match="popularity_prior_weight must be a number >= 0"):
+        build(lcrec_config(mini_ml100k, popularity_prior_weight=-1.0))
+
+
+def test_inference_compression_knobs_shrink_the_prompt_or_its_cache(mini_ml100k):
+    """kv_press presses the prompt's KV after prefill (a smaller cache per user, rankings still of real items);
+    inference_history_length writes only the last items into inference prompts, never into training ones."""
+    plain, _, _, test_data = build(lcrec_config(mini_ml100k))
+    pressed, _, _, _ = build(lcrec_config(mini_ml100k, kv_press="snapkv", kv_press_budget=0.5, kv_press_window=4))
+    assert isinstance(pressed.llm.kv_press, SnapKV) and pressed.llm.kv_press.window == 4
+    users = first_batch(test_data)
+    for model in (plain, pressed):
+        model.eval()
+        model.reset_inference_stats()
+        scores = model.full_sort_predict(users)
+        assert int(torch.isfinite(scores).sum(-1).min()) == 10  # the beams still reach 10 real items per user
+    assert pressed.kv_bytes_per_user() < plain.kv_bytes_per_user()
+
+    short, _, _, _ = build(lcrec_config(mini_ml100k, inference_history_length=2))
+    short.eval()
+    histories = short.histories(users)
+    assert short.prompts(users) == [short.seqrec_prompter.prompt_ids(history[-2:]) for history in histories]
+    short.train()
+    assert short.prompt_histories(users) == histories
+
+
+@pytest.mark.parametrize("knobs,message", [
+    ({"kv_press": "h2o", "kv_press_budget": 0.5}, "kv_press must be one of streaming_llm, snapkv"),
+    ({"kv_press": "snapkv"}, "needs kv_press_budget"),
+    ({"inference_history_length": 0}, "inference_history_length must be an integer >= 1"),
+])
+def test_bad_inference_compression_knobs_are_refused(mini_ml100k, knobs, message):
+    with pytest.raises(ValueError, match=message):
+        build(lcrec_config(mini_ml100k, **knobs))
 
 
 def test_sampled_evaluation(mini_ml100k, device):

@@ -41,13 +41,13 @@ class BIGRec(LLMRecommender):
                                self.max_new_tokens, knobs="MAX_ITEM_LIST_LENGTH")
 
         # Normalised training popularity of each item, [n_items], for BIGRec's gamma adjustment.
-        counts = torch.bincount(dataset.inter_feat[self.ITEM_ID], minlength=self.n_items).float()
+        counts = self.training_item_counts(dataset)
         self.register_buffer("popularity", counts / counts.max().clamp(min=1.0), persistent=False)
         self._item_embeddings = None  # [n_items - 1, hidden], for the current weights
         self.blend = ScoreBlend.from_config(config, dataset)  # None unless blend_model_checkpoint is set
 
     def prompts(self, interaction):
-        return [self.prompter.prompt_ids(history) for history in self.histories(interaction)]
+        return [self.prompter.prompt_ids(history) for history in self.prompt_histories(interaction)]
 
     def calculate_loss(self, interaction):
         responses = [self.prompter.item_text_ids(item) for item in interaction[self.POS_ITEM_ID].tolist()]

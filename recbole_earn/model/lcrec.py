@@ -6,7 +6,8 @@ Zheng et al., "Adapting Large Language Models by Integrating Collaborative Seman
   training   the user's history as codes (optionally with titles) -> the next item's code, mixed with alignment
              tasks title -> code and code -> title, in yaml-set proportions; cross-entropy on the response
   inference  beam search (20 beams) constrained by a trie of every item's code: every beam is a real item; an
-             item's score is its beam's log-probability, -inf for items no beam reached
+             item's score is its beam's log-probability (plus, optionally, a weighted log popularity, added code
+             by code), -inf for items no beam reached
 
 Only the code tokens' rows, the LoRA weights and the registers train. EARNLCRec is the same model with the EARN
 engine switched on.
@@ -97,6 +98,7 @@ class LCRec(LLMRecommender):
     @classmethod
     def check_config(cls, config):
         """Refuse config values LC-Rec cannot run with; needs no model, so a group run checks before training."""
+        super().check_config(config)
         for knob in ("beam_normalise", "loss_normalise"):
             normaliser = config[knob] or "vocabulary"
             if normaliser not in NORMALISERS:
@@ -110,9 +112,11 @@ class LCRec(LLMRecommender):
             raise ConfigError(
                 f"code_token_init must be one of {', '.join(CODE_TOKEN_INITS)}, got {config['code_token_init']!r}")
         task_proportions(config)
+        weight = config["popularity_prior_weight"] or 0.0
+        if not isinstance(weight, (int, float)) or weight < 0:
+            raise ConfigError(f"popularity_prior_weight must be a number >= 0 (0 = off), got {weight!r}")
 
     def __init__(self, config, dataset):
-        self.check_config(config)
         super().__init__(config, dataset)
         self.num_beams = config["num_beams"]
         self.beam_normalise = config["beam_normalise"] or "vocabulary"
@@ -126,6 +130,8 @@ class LCRec(LLMRecommender):
         self.trie = TokenTrie(self.code_ids[1:])
         self.code_prefix_nodes = [[]] + [trie_prefix_nodes(self.trie, ids) for ids in self.code_ids[1:]]
         self.item_of_code = {tuple(ids): item for item, ids in enumerate(self.code_ids) if item > 0}
+        self.prior_weight = float(config["popularity_prior_weight"] or 0.0)
+        self._register_popularity_prior(self.training_item_counts(dataset))
 
         fields = {"item_noun": config["item_noun"] or "items",
                   "interaction_verb": config["interaction_verb"] or "interacted with"}
@@ -238,9 +244,23 @@ class LCRec(LLMRecommender):
                  + [FREE]]
         return trie_cross_entropy(self.llm, self.llm.make_batch(prompts, responses), torch.tensor(nodes), self.trie)
 
+    def _register_popularity_prior(self, counts):
+        """The popularity prior's buffers (not saved: they follow from the data): per trie node, the weighted log
+        share of its parent's training answers [n_nodes], and per item the weighted log share of all of them
+        [n_items]; counts get 1 added, so an item never answered in training keeps a finite score."""
+        weights = counts[1:] + 1.0  # [n_items - 1], trie order
+        node_prior = self.prior_weight * self.trie.edge_log_probs(weights)
+        item_prior = self.prior_weight * torch.cat([torch.zeros(1), (weights / weights.sum()).log()])
+        self.register_buffer("node_log_prior", node_prior, persistent=False)
+        self.register_buffer("item_log_prior", item_prior, persistent=False)
+
+    def ranking_label(self):
+        weight = self.prior_weight
+        return f"LLM + {weight:g} x log popularity" if weight else "LLM"
+
     # -- inference ------------------------------------------------------------------------------------------------
     def prompts(self, interaction):
-        return [self.seqrec_prompter.prompt_ids(history) for history in self.histories(interaction)]
+        return [self.seqrec_prompter.prompt_ids(history) for history in self.prompt_histories(interaction)]
 
     def seen_items(self, interaction):
         """Per row, the trie indices (item id - 1) of the user's past items: their training items and the history
@@ -255,7 +275,8 @@ class LCRec(LLMRecommender):
         the user's past items (`exclude_history_items`), so do the beams, which then all go to eligible items."""
         excluded = self.seen_items(interaction) if self.exclude_history else None
         output = constrained_beam_search(self.llm, self.prompts(interaction), self.trie, num_beams=self.num_beams,
-                                         excluded=excluded, normalise=self.beam_normalise)
+                                         excluded=excluded, normalise=self.beam_normalise,
+                                         node_log_prior=self.node_log_prior if self.prior_weight else None)
         self.record_generation(output, num_users=output.sequences.shape[0])
         # Filled on the host, element by element, then moved once (on a GPU each element write would be a launch).
         scores = torch.full((output.sequences.shape[0], self.n_items), float("-inf"))
@@ -282,7 +303,8 @@ class LCRec(LLMRecommender):
         candidates = [[self.code_ids[items[r]] for r in rows + rows[:1] * (width - len(rows))]
                       for rows in rows_of_user]
         scores = candidate_log_probs(self.llm, prompts, candidates)  # [U, width]
-        return scores[row_user, torch.tensor(column, device=scores.device)]
+        scores = scores[row_user, torch.tensor(column, device=scores.device)]
+        return scores + self.item_log_prior[interaction[self.ITEM_ID]] if self.prior_weight else scores
 
 
 class EARNLCRec(LCRec):

@@ -18,6 +18,7 @@ from recbole_earn.errors import ConfigError
 from recbole_earn.llm.backbone import base_causal_lm, load_backbone, prepare_for_training
 from recbole_earn.llm.config import EARNConfig
 from recbole_earn.llm.earn_model import EARNModel
+from recbole_earn.llm.kv_press import press_from_settings
 from recbole_earn.model.trained_setup import SETUP_KEY, CheckpointMismatchError, check_trained_setup, trained_setup
 from recbole_earn.trainer import LLMTrainer
 
@@ -55,6 +56,30 @@ def check_recommender_earn_k(earn_k, num_layers):
         )
 
 
+def kv_press_from(config):
+    """The KV press the `kv_press*` knobs name (None without one), refused with the knob's name when wrong."""
+    try:
+        return press_from_settings(config["kv_press"], config["kv_press_budget"], window=config["kv_press_window"],
+                                   sinks=config["kv_press_sinks"])
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
+def prompt_layers_from(skip_from, num_layers):
+    """SkipLayers at inference: the layers [0, skip_from) the prompt runs through (None: all, as trained)."""
+    if skip_from is None:
+        return None
+    if isinstance(skip_from, bool) or not isinstance(skip_from, numbers.Integral) or not 1 <= skip_from <= num_layers:
+        raise ConfigError(f"skip_prompt_layers_from must be an integer in [1, {num_layers}] (the backbone's layers) "
+                          f"or ~, got {skip_from!r}")
+    return int(skip_from)
+
+
+def check_history_length(length):
+    if length is not None and (isinstance(length, bool) or not isinstance(length, numbers.Integral) or length < 1):
+        raise ConfigError(f"inference_history_length must be an integer >= 1 or ~ (the whole history), got {length!r}")
+
+
 def refuse_training_nothing(config, model_class):
     """finetune: frozen leaves only what the model adds to train (EARN's registers, LC-Rec's code-token rows);
     a plain model that adds nothing would train nothing."""
@@ -73,7 +98,14 @@ class LLMRecommender(SequentialRecommender):
     use_earn = False
     trains_new_token_rows = False  # rows of tokens added to the vocabulary, which train even with a frozen backbone
 
+    @classmethod
+    def check_config(cls, config):
+        """Refuse config values the model cannot run with; needs no model, so a group run checks before training."""
+        kv_press_from(config)
+        check_history_length(config["inference_history_length"])
+
     def __init__(self, config, dataset):
+        type(self).check_config(config)
         refuse_training_nothing(config, type(self))
         if config["prompt_template"]:  # checked before the backbone loads (and LC-Rec's item index is built)
             split_template(config["prompt_template"], item_noun="", interaction_verb="")
@@ -101,6 +133,10 @@ class LLMRecommender(SequentialRecommender):
         self.llm = EARNModel(backbone, earn_config_from(config, num_layers, self.use_earn), tokenizer=self.tokenizer)
         # What the trained weights depend on, saved with them (a subclass adds its own, e.g. LC-Rec's item index).
         self.trained_setup = trained_setup(config["llm_path"], config["finetune"], self.llm)
+        # Inference-time compression, the baselines EARN is measured against: of the prompt's KV, or of the prompt.
+        self.llm.kv_press = kv_press_from(config)
+        self.llm.prompt_layers = prompt_layers_from(config["skip_prompt_layers_from"], num_layers)
+        self.inference_history_length = config["inference_history_length"]
         self.reset_inference_stats()
 
     def float32_backbone_model(self, llm_path):
@@ -122,11 +158,23 @@ class LLMRecommender(SequentialRecommender):
         first_row.scatter_reduce_(0, row_user, torch.arange(len(user_ids), device=user_ids.device), reduce="amin")
         return first_row, row_user
 
+    def training_item_counts(self, dataset):
+        """[n_items] float: how often each item is the answer of a training example (id 0, padding, counts 0)."""
+        return torch.bincount(dataset.inter_feat[self.ITEM_ID], minlength=self.n_items).float()
+
     def histories(self, interaction):
         """Each row's history as a list of internal item ids, oldest first (RecBole pads on the right)."""
         item_seq = interaction[self.ITEM_SEQ].tolist()  # [B, max_seq_length]
         lengths = interaction[self.ITEM_SEQ_LEN].tolist()  # [B]
         return [seq[:length] for seq, length in zip(item_seq, lengths)]
+
+    def prompt_histories(self, interaction):
+        """The histories prompts are written from: at inference, only the last `inference_history_length` items
+        when that is set (prompt compression); in training, the whole history."""
+        histories = self.histories(interaction)
+        if self.training or self.inference_history_length is None:
+            return histories
+        return [history[-self.inference_history_length:] for history in histories]
 
     def ranking_label(self):
         """What the scores come from, for result tables (a subclass that blends in other scores says so)."""
