@@ -1,5 +1,8 @@
 """python -m recbole_earn.benchmark efficiency [--quick] [--json PATH] [--llm_path smollm2-135m] [--repeats N]
-[--threads N] ..."""
+[--threads N] ...
+
+python -m recbole_earn.benchmark compression --model=LCRec --dataset=ml-100k --plain_checkpoint=saved/LCRec-X.pth
+--earn_checkpoint=saved/EARNLCRec-Y.pth [--budget 0.5] [--history_items 5] [--out STEM] [--key=value ...]"""
 
 import argparse
 import os
@@ -41,11 +44,36 @@ def build_parser():
     eff.add_argument("--generate_max_tokens", type=int, default=None,
                      help="skip a generate() case whose prompt tokens (batch x beams x L: generate runs the prompt "
                           "once per beam) exceed this; default 50000, 2000 with --quick; 0 = no limit")
+    add_compression_parser(sub)
     return parser
 
 
+def add_compression_parser(sub):
+    comp = sub.add_parser("compression", help="EARN beside StreamingLLM, SnapKV and prompt compression on trained "
+                          "checkpoints: accuracy, inference time and KV cache per user (any other --key=value "
+                          "overrides that config key)")
+    comp.add_argument("--model", default="LCRec", help="the plain model, LCRec or BIGRec; its EARN twin is "
+                      "EARN<model> (default LCRec)")
+    comp.add_argument("--dataset", default="ml-100k")
+    comp.add_argument("--plain_checkpoint", required=True, help="run_earn.py's checkpoint of --model")
+    comp.add_argument("--earn_checkpoint", required=True, help="run_earn.py's checkpoint of EARN<model>")
+    comp.add_argument("--budget", type=float, default=0.5, help="prompt tokens a press keeps: a share in (0, 1) "
+                      "or a count (default 0.5)")
+    comp.add_argument("--history_items", type=int, default=5, help="prompt compression: history items kept in "
+                      "the prompt (default 5)")
+    comp.add_argument("--skip_from", type=int, default=None, help="SkipLayers: the prompt runs through layers "
+                      "below this one (default: the EARN checkpoint's earn_k)")
+    comp.add_argument("--config_files", default=None, help="yaml files, space-separated")
+    comp.add_argument("--out", default=None, help="path stem of the table's .md/.csv/.json")
+    comp.add_argument("--debug", action="store_true", help="show the traceback of errors about the input too")
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args, extra = build_parser().parse_known_args(argv)
+    if args.command == "compression":
+        return compression_main(args, extra)
+    if extra:
+        build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
     import torch
 
     from .efficiency import run_benchmark, write_json
@@ -64,6 +92,38 @@ def main(argv=None):
     if args.json:
         write_json(result["rows"], args.json)
         print(f"# wrote {len(result['rows'])} rows to {args.json}")
+    print(f"# total runtime {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def compression_main(args, extra):
+    from recbole_earn.cli import CommandLineError, reporting_user_errors, split_overrides
+
+    try:
+        overrides = split_overrides(extra)
+    except CommandLineError as error:
+        build_parser().error(str(error))
+    for flag in ("plain_checkpoint", "earn_checkpoint"):
+        if not os.path.isfile(getattr(args, flag)):
+            build_parser().error(f"--{flag} {getattr(args, flag)} does not exist (run_earn.py writes "
+                                 "saved/<Model>-<date>.pth)")
+    return reporting_user_errors("python -m recbole_earn.benchmark", args, lambda: run_compression(args, overrides))
+
+
+def run_compression(args, overrides):
+    from .compression import markdown, run_comparison, write
+
+    started = time.perf_counter()
+    config_files = args.config_files.split() if args.config_files else None
+    table = run_comparison(args.model, args.dataset, args.plain_checkpoint, args.earn_checkpoint, budget=args.budget,
+                           history_items=args.history_items, skip_from=args.skip_from,
+                           config_files=config_files, overrides=overrides,
+                           log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(f"# {args.model} / EARN{args.model} on {args.dataset}: test split, full ranking; speedup and KV reduction "
+          f"against plain fine-tuning")
+    print(markdown(table))
+    if args.out:
+        print(f"# wrote {', '.join(write(table, args.out))}")
     print(f"# total runtime {time.perf_counter() - started:.1f} s")
     return 0
 
