@@ -66,3 +66,11 @@ def test_other_failures_keep_their_traceback(workdir, monkeypatch):
 
 def test_config_errors_stay_value_errors():
     assert issubclass(ConfigError, ValueError) and issubclass(UnknownModelError, ConfigError)
+
+
+def test_a_checkpoint_that_is_not_there_or_for_several_models_is_refused(workdir, capsys):
+    code, err = exit_code_and_stderr(["--model=LCRec", "--checkpoint=saved/none.pth"], capsys)
+    assert code == 1 and err == ("run_earn.py: error: --checkpoint saved/none.pth does not exist (run_earn.py writes "
+                                 "saved/<Model>-<date>.pth)\n")
+    code, err = exit_code_and_stderr(["--model=LCRec,EARNLCRec", "--checkpoint=saved/none.pth"], capsys)
+    assert code == 2 and "--checkpoint evaluates one model in one process" in err
