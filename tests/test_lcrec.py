@@ -13,7 +13,7 @@ from recbole_earn.indexing.item_index import IndexSettings, build_item_index, co
 from recbole_earn.llm.kv_press import SnapKV
 from recbole_earn.model.lcrec import index_folder, index_settings
 from recbole_earn.model.trained_setup import SETUP_KEY
-from recbole_earn.quick_start import run_earn
+from recbole_earn.quick_start import prepare_data, run_earn
 
 from recommender_helpers import assert_checkpoint_restores_scores, build, device_keys, first_batch, train
 
@@ -209,9 +209,10 @@ def test_predict_scores_each_users_candidates_like_one_sequence_each(mini_ml100k
 def test_a_popularity_prior_adds_the_weighted_log_share_of_training_answers(mini_ml100k, device):
     """popularity_prior_weight w: an item's score is its code's log-probability + w * log((count + 1) / total),
     the count being its training answers, in full ranking (added code by code in the beams) and sampled."""
-    model, train_data, _, test_data = build(lcrec_config(mini_ml100k, popularity_prior_weight=0.5,
-                                                         **device_keys(device)))
-    counts = torch.bincount(train_data._dataset.inter_feat[model.ITEM_ID], minlength=model.n_items)[1:] + 1.0
+    config = lcrec_config(mini_ml100k, popularity_prior_weight=0.5, **device_keys(device))
+    model, _, _, test_data = build(config)
+    training_split = prepare_data(config)[1]._dataset  # the whole split (build's loader holds a sample)
+    counts = torch.bincount(training_split.inter_feat[model.ITEM_ID], minlength=model.n_items)[1:] + 1.0
     share = 0.5 * (counts / counts.sum()).log().to(device)  # [n_items - 1]
     assert model.ranking_label() == "LLM + 0.5 x log popularity"
     model.eval()  # no LoRA dropout in the reference scores
