@@ -67,7 +67,7 @@ class Config(RecBoleConfig):
                 self.final_config_dict["device"] = torch.device("cpu")
             return
         # A rank of a multi-process run: RecBole would join with nccl on a GPU only; CPUs need gloo.
-        from recbole_earn.distributed import join_process_group
+        from recbole_earn.process_group import join_process_group
 
         self.final_config_dict["gpu_id"] = str(self.final_config_dict["gpu_id"])
         join_process_group(self.final_config_dict)

@@ -2,45 +2,10 @@
 
 RecBole's `run_recbole(nproc=...)` spawns one process per rank and its Config joins the process group, but only
 with nccl on CUDA devices, and its Trainer hands DistributedDataParallel `device_ids=[rank]`, which a CPU module
-refuses. Here the Config joins with `dist_backend` (default: nccl when CUDA is there, gloo otherwise) and the
-CPU-side DDP fix lives in compat.py; everything else (DistributedSampler over the batches, gradient all-reduce,
-metrics gathered over ranks, only rank 0 saving the checkpoint) is RecBole's.
+refuses. Here the Config joins with `dist_backend` (default: nccl when CUDA is there, gloo otherwise; see
+process_group.py) and the CPU-side DDP fix lives in compat.py; everything else (DistributedSampler over the
+batches, gradient all-reduce, metrics gathered over ranks, only rank 0 saving the checkpoint) is RecBole's.
 """
-
-import torch
-
-
-def default_backend():
-    return "nccl" if torch.cuda.is_available() else "gloo"
-
-
-def join_process_group(config_dict):
-    """What RecBole's Config._init_device does for `local_rank` runs, with a backend that fits the device.
-    Fills device, single_spec and quiets ranks other than 0 in `config_dict` (a Config's final dict)."""
-    backend = config_dict.get("dist_backend") or default_backend()
-    if backend not in ("gloo", "nccl"):
-        raise ValueError(f"dist_backend must be gloo or nccl, got {backend!r}")
-    rank = config_dict["local_rank"]
-    if backend == "nccl":
-        if not torch.cuda.is_available():
-            raise ValueError("dist_backend=nccl needs CUDA devices; use --dist_backend=gloo to train on CPUs")
-        device = torch.device("cuda", rank)
-        torch.cuda.set_device(rank)
-    else:
-        device = torch.device("cpu")
-    if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(
-            backend=backend,
-            rank=rank + (config_dict.get("offset") or 0),
-            world_size=config_dict["world_size"],
-            init_method=f"tcp://{config_dict['ip']}:{config_dict['port']}",
-        )
-    config_dict["device"] = device
-    config_dict["single_spec"] = False
-    if rank != 0:
-        config_dict["state"] = "error"  # RecBole's way to keep the other ranks' logs quiet
-        config_dict["show_progress"] = False
-        config_dict["verbose"] = False
 
 
 def _rank_main(rank, queue, kwargs):

@@ -147,6 +147,7 @@ def default_output_stem(dataset):
 def check_configs(models, dataset, config_file_list=None, config_dict=None, cmd_args=None):
     """Build every model's Config and run the checks a model makes of its config alone (`check_config`), so a
     mistake fails before hours of training, not after. A value RecBole's Config refuses is a ConfigError."""
+    from recbole_earn import model_contract
     from recbole_earn.config import Config
 
     for name in models:
@@ -158,9 +159,7 @@ def check_configs(models, dataset, config_file_list=None, config_dict=None, cmd_
                 raise
             reason = error.args[0] if len(error.args) == 1 else error  # a KeyError's str() adds quotes
             raise ConfigError(f"{name}: {reason}") from error
-        check = getattr(config.model_class, "check_config", None)
-        if check is not None:
-            check(config)
+        model_contract.check_config(config.model_class, config)
 
 
 def run_group(models, dataset, config_file_list=None, config_dict=None, cmd_args=None, output_stem=None,

@@ -82,8 +82,3 @@ def get_model_class(name):
         f"Unknown model '{name}'. recbole-earn models: {', '.join(available_models()) or '(none)'}. "
         f"RecBole models: {', '.join(recbole_model_names())}."
     )
-
-
-def is_earn_model(model_class):
-    """Whether a model class is one of recbole-earn's (they are LLMs: no FLOPs profiling, own trainer)."""
-    return model_class.__module__.startswith("recbole_earn.")

@@ -14,28 +14,18 @@ from logging import getLogger
 import torch
 from recbole.data import create_dataset, data_preparation
 from recbole.data.transform import construct_transform
-from recbole.utils import (
-    calculate_valid_score, get_environment, get_flops, get_trainer, init_logger, init_seed, set_color,
-)
+from recbole.utils import calculate_valid_score, get_environment, get_flops, init_logger, init_seed, set_color
 
 from recbole_earn.config import Config
 from recbole_earn.data.atomic_files import require_dataset_files
 from recbole_earn.data.past_items import excludes_past_items, with_past_items
-from recbole_earn.model_lookup import is_earn_model
-
-
-def get_trainer_class(config, model_class):
-    """A model of ours may name its own Trainer (`trainer_class`); otherwise RecBole picks one."""
-    trainer_class = getattr(model_class, "trainer_class", None)
-    if trainer_class is not None:
-        return trainer_class
-    return get_trainer(config["MODEL_TYPE"], config["model"])
+from recbole_earn import model_contract
 
 
 def prepare_data(config):
     """RecBole dataset and its train/valid/test loaders, after checking the files are there. Full-ranking
     loaders know each user's past items, for sequential models too (see recbole_earn.data.past_items)."""
-    require_dataset_files(config, need_item_file=getattr(config.model_class, "needs_item_text", False))
+    require_dataset_files(config, need_item_file=model_contract.needs_item_text(config.model_class))
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     valid_data, test_data = with_past_items(config, train_data, valid_data, test_data)
@@ -46,8 +36,7 @@ def build_model(config, train_data, logger):
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = config.model_class(config, train_data._dataset).to(config["device"])
     logger.info(model)
-    if not is_earn_model(config.model_class):
-        # thop would trace a whole LLM forward; for RecBole's models it is cheap and RecBole logs it.
+    if model_contract.profiles_flops(config.model_class):
         transform = construct_transform(config)
         flops = get_flops(model, train_data._dataset, config["device"], logger, transform)
         logger.info(set_color("FLOPs", "blue") + f": {flops}")
@@ -62,7 +51,7 @@ def train_and_evaluate(config, saved=True, verbose=True, checkpoint=None):
     dataset, train_data, valid_data, test_data = prepare_data(config)
     logger.info(dataset)
     recommender = build_model(config, train_data, logger)
-    trainer = get_trainer_class(config, config.model_class)(config, recommender)
+    trainer = model_contract.trainer_class(config, config.model_class)(config, recommender)
     distributed = not config["single_spec"]
     if distributed:
         # Every rank names the checkpoint by its own clock; they must agree on rank 0's file to reload it.
@@ -81,8 +70,7 @@ def train_and_evaluate(config, saved=True, verbose=True, checkpoint=None):
         best_valid_score = calculate_valid_score(best_valid_result, trainer.valid_metric)
         trainer.saved_model_file = checkpoint
     train_time = time.perf_counter() - start if checkpoint is None else 0.0
-    if hasattr(recommender, "reset_inference_stats"):
-        recommender.reset_inference_stats()  # count the test generations only, not validation's
+    model_contract.start_test_measurement(recommender)
     if distributed and saved:
         torch.distributed.barrier()  # rank 0 has finished writing the checkpoint the others reload
     start = time.perf_counter()
@@ -105,23 +93,21 @@ def train_and_evaluate(config, saved=True, verbose=True, checkpoint=None):
         "seed": config["seed"],
         "eval_args": config["eval_args"],
         "past_items_excluded": excludes_past_items(config),  # None when the test ranks sampled candidates
-        # LLM recommenders: mean KV-cache bytes per test user at the end of its generation (None otherwise)
-        "kv_bytes_per_user": recommender.kv_bytes_per_user() if hasattr(recommender, "kv_bytes_per_user") else None,
-        **training_record(trainer, recommender),
+        # LLM recommenders: mean KV-cache bytes per test user at the end of its generation (None otherwise), and
+        # what the ranking comes from (e.g. BIGRec blended with another model)
+        **model_contract.inference_record(recommender),
+        **training_record(trainer),
     }
 
 
-def training_record(trainer, recommender):
-    """What the LLM trainer measured (examples seen, examples/s, one point per validation) and what the ranking
-    comes from (e.g. BIGRec blended with another model); empty for RecBole's own trainers."""
-    record = {}
+def training_record(trainer):
+    """What the LLM trainer measured (examples seen, examples/s, one point per validation); empty for RecBole's
+    own trainers and for a checkpoint evaluated without training."""
     progress = getattr(trainer, "progress", None)
-    if progress is not None:
-        record.update(train_examples=progress.examples, train_examples_per_s=progress.examples_per_s,
-                      training_curve=trainer.training_curve)
-    if hasattr(recommender, "ranking_label"):
-        record["ranking"] = recommender.ranking_label()
-    return record
+    if progress is None:
+        return {}
+    return {"train_examples": progress.examples, "train_examples_per_s": progress.examples_per_s,
+            "training_curve": trainer.training_curve}
 
 
 def init_fresh_logger(config):

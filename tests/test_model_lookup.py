@@ -7,7 +7,8 @@ import pytest
 
 import recbole_earn.model as earn_models
 from recbole_earn.config import Config
-from recbole_earn.model_lookup import UnknownModelError, get_model_class, is_earn_model
+from recbole_earn.model_contract import is_llm_recommender, trainer_class
+from recbole_earn.model_lookup import UnknownModelError, get_model_class
 
 
 def test_recbole_models_are_found():
@@ -16,7 +17,7 @@ def test_recbole_models_are_found():
 
     assert get_model_class("SASRec") is SASRec
     assert get_model_class("BPR") is BPR
-    assert not is_earn_model(SASRec)
+    assert not is_llm_recommender(SASRec)
 
 
 def test_our_models_come_first(monkeypatch):
@@ -28,13 +29,23 @@ def test_our_models_come_first(monkeypatch):
     monkeypatch.setitem(sys.modules, module.__name__, module)
     monkeypatch.setitem(earn_models.MODEL_MODULES, "SASRec", module.__name__)
     assert get_model_class("SASRec") is module.SASRec
-    assert is_earn_model(module.SASRec)
     assert Config(model="SASRec", dataset="ml-100k").model_class is module.SASRec
 
 
 def test_every_registered_model_of_ours_resolves():
     for name in earn_models.available_models():
         assert get_model_class(name).__name__ == name
+
+
+def test_the_runner_reads_one_contract_from_our_models_and_recboles_defaults_otherwise():
+    from recbole.trainer import Trainer
+
+    from recbole_earn.trainer import LLMTrainer
+
+    llm = get_model_class("EARNLCRec")
+    assert is_llm_recommender(llm) and llm.needs_item_text
+    assert trainer_class(Config(model="EARNLCRec", dataset="ml-100k"), llm) is LLMTrainer
+    assert trainer_class(Config(model="SASRec", dataset="ml-100k"), get_model_class("SASRec")) is Trainer
 
 
 def test_unknown_model_lists_the_available_ones():

@@ -74,15 +74,16 @@ def check_methods(model, dataset, rows, config_files=None, overrides=None):
 
 def evaluate_on_test(model, dataset, checkpoint, knobs, config_files=None):
     """(test metrics, inference ms per user, KV bytes per user) of `checkpoint` under `knobs`."""
+    from recbole_earn import model_contract
     from recbole_earn.config import Config
-    from recbole_earn.quick_start import build_model, get_trainer_class, init_fresh_logger, prepare_data
+    from recbole_earn.quick_start import build_model, init_fresh_logger, prepare_data
 
     config = Config(model=model, dataset=dataset, config_file_list=config_files, config_dict=knobs)
     init_seed(config["seed"], config["reproducibility"])
     init_fresh_logger(config)
     _, train_data, _, test_data = prepare_data(config)
     recommender = build_model(config, train_data, getLogger())
-    trainer = get_trainer_class(config, config.model_class)(config, recommender)
+    trainer = model_contract.trainer_class(config, config.model_class)(config, recommender)
     start = time.perf_counter()
     result = trainer.evaluate(test_data, load_best_model=True, model_file=checkpoint)
     seconds = time.perf_counter() - start

@@ -20,7 +20,6 @@ from recbole_earn.llm.config import EARNConfig
 from recbole_earn.llm.earn_model import EARNModel
 from recbole_earn.llm.kv_press import press_from_settings
 from recbole_earn.model.trained_setup import SETUP_KEY, CheckpointMismatchError, check_trained_setup, trained_setup
-from recbole_earn.trainer import LLMTrainer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -93,8 +92,11 @@ def refuse_training_nothing(config, model_class):
 
 class LLMRecommender(SequentialRecommender):
     input_type = InputType.POINTWISE
-    needs_item_text = True  # the runner checks for the .item file before loading the dataset
-    trainer_class = LLMTrainer
+    # What the runner reads (recbole_earn.model_contract): the .item file is checked for before the data loads,
+    # and LLMTrainer (recbole_earn.trainer) trains.
+    is_llm_recommender = True
+    needs_item_text = True
+    trainer_name = "LLMTrainer"
     use_earn = False
     trains_new_token_rows = False  # rows of tokens added to the vocabulary, which train even with a frozen backbone
 
