@@ -32,7 +32,8 @@ def parse_model_list(text):
 
 
 def result_row(result):
-    """One table row from a `run_earn` result: the test metrics, training time, inference time per user."""
+    """One table row from a `run_earn` result: the test metrics, training time, inference time per user, and the
+    validation score the best epoch was picked by (`valid_metric`)."""
     row = {
         "model": result["model"],
         "train_time_s": result["train_time_s"],
@@ -40,7 +41,7 @@ def result_row(result):
         "kv_bytes_per_user": result.get("kv_bytes_per_user"),
         "earn_speedup": None,
     }
-    for key in ("seed", "ranking", "train_examples", "train_examples_per_s", CURVE):
+    for key in ("seed", "ranking", "best_valid_score", "train_examples", "train_examples_per_s", CURVE):
         if result.get(key) is not None:
             row[key] = result[key]
     row.update(result["test_result"])

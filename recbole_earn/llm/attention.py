@@ -101,4 +101,4 @@ def install_earn_attention(model):
             raise ValueError(f"EARN found no attention modules (with a layer_idx) in {type(model).__name__}")
         for module in modules:
             setattr(module, BASE_ATTENTION_ATTRIBUTE, base)
-        config._attn_implementation_internal = ATTENTION_NAME
+        model.set_attn_implementation(ATTENTION_NAME)

@@ -231,11 +231,10 @@ def build_tiny(preset, seed=0, num_layers=4, hidden_size=64):
 
     tokenizer = smollm2_tokenizer()
     config = tiny_config(preset, tokenizer, num_layers=num_layers, hidden_size=hidden_size)
-    config._attn_implementation = "sdpa"
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="sdpa")
     finally:
         torch.random.set_rng_state(state)
     return model, tokenizer
