@@ -24,10 +24,14 @@ def build_parser():
                      help="small subset: L=300, k=N/4, prefill at batch 1 and 8, bigrec and lcrec at batch 1, "
                           "generate() for bigrec only, 1 repeat")
     eff.add_argument("--json", metavar="PATH", help="write the rows as a JSON list")
-    eff.add_argument("--llm_path", default="smollm2-135m")
-    eff.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+    eff.add_argument("--llm_path", default="smollm2-135m", help="a backbone as in run_earn.py, or an "
+                     "architecture with random weights: llama-7b-arch, qwen2.5-7b-arch, llama-1b-arch, "
+                     "smollm2-135m-arch (the same cost per token as the trained model)")
+    eff.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                      help="weights and activations of every method (default float32; bfloat16 is fast on CPUs "
                           "with AVX512-BF16 or AMX)")
+    eff.add_argument("--device", default="cpu", help="cpu or cuda (cuda:0, ...): where every method runs "
+                     "(default cpu)")
     eff.add_argument("--repeats", type=int, default=None, help="timed runs per method after a warm-up "
                      "(median reported); default 3, 1 with --quick")
     eff.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
@@ -136,8 +140,8 @@ def load_models(args):
     from recbole_earn.llm import load_backbone
 
     dtype = getattr(torch, args.dtype)
-    backbone, tokenizer = load_backbone(args.llm_path, dtype=dtype)
-    plain = None if args.no_generate else load_backbone(args.llm_path, dtype=dtype)[0]
+    backbone, tokenizer = load_backbone(args.llm_path, dtype=dtype, device=args.device)
+    plain = None if args.no_generate else load_backbone(args.llm_path, dtype=dtype, device=args.device)[0]
     return backbone, tokenizer, plain
 
 
@@ -157,9 +161,11 @@ def print_header(args, backbone, ks, repeats, cap):
     import torch
 
     config = backbone.config
+    device = next(backbone.parameters()).device
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+        f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs, {platform.machine()}"
     print(f"# EARN efficiency benchmark: {args.llm_path} (N={config.num_hidden_layers} layers, {config.hidden_size} "
-          f"hidden), {args.dtype}, torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} "
-          f"CPUs, {platform.machine()}; k in {ks}; repeats {repeats} (median; a warm-up run per method, workload "
+          f"hidden), {args.dtype}, torch {torch.__version__}, {where}; k in {ks}; repeats {repeats} (median; a warm-up run per method, workload "
           f"and batch); generate cap {cap or 'none'}")
     print("# workloads: prefill; bigrec = 16 new tokens, 4 beams; lcrec = 4 new tokens, 20 beams, trie of 1682 "
           f"4-token codes over 1024 ids, scores normalised over the {args.beam_normalise}. L = BOS + prompt tokens. "
@@ -183,13 +189,15 @@ def print_limits(backbone, rows, N):
     from .roofline import decode_step_bytes, stream_bandwidth
     from .workloads import BIGREC, LCREC
 
-    bandwidth = stream_bandwidth()
+    device = next(backbone.parameters()).device
+    megabytes = 2048 if device.type == "cuda" else 256
+    bandwidth = stream_bandwidth(megabytes=megabytes, device=device)
     # Every step of the benchmark's beam searches, trie-constrained or not, takes the log-softmax over the whole
     # vocabulary (beam_search's default normalisation, LC-Rec's own), so it reads the whole lm head.
     step_bytes = decode_step_bytes(backbone, full_lm_head=True)
     floors_ms = {w.name: step_bytes / bandwidth * 1000 for w in (BIGREC, LCREC)}
-    print(f"# memory bandwidth (reading a 256 MiB tensor): {bandwidth / 1e9:.1f} GB/s; weights one decoding step "
-          f"reads: {step_bytes / 1e6:.0f} MB")
+    print(f"# memory bandwidth (reading a {megabytes} MiB tensor): {bandwidth / 1e9:.1f} GB/s; weights one decoding "
+          f"step reads: {step_bytes / 1e6:.0f} MB")
     print()
     print(format_limits(limits_summary(rows, N, decode_floor_ms=floors_ms), N))
     print()

@@ -30,11 +30,13 @@ Speedups and the KV reduction of a row are against the vanilla row of the same w
 import json
 import math
 import statistics
-import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
+
+from recbole_earn.llm.architectures import in_vocabulary
+from recbole_earn.llm.timing import device_clock
 
 from .workloads import (
     BIGREC,
@@ -123,16 +125,17 @@ def run_engine(model, prompts, workload: Workload, trie=None, beam_normalise="vo
     scores normalised as `beam_normalise` says: over the vocabulary, or over the trie's allowed tokens only)."""
     from recbole_earn.llm import beam_search
 
+    device = model.registers.device
     if not workload.decodes:
         with torch.inference_mode():
-            start = time.perf_counter()
+            start = device_clock(device)
             prefill = model.prefill(prompts)
-            elapsed = time.perf_counter() - start
+            elapsed = device_clock(device) - start
         return Sample(elapsed, None, elapsed, prefill.cache.nbytes())
-    start = time.perf_counter()
+    start = device_clock(device)
     out = beam_search(model, prompts, num_beams=workload.beams, max_new_tokens=workload.new_tokens,
                       trie=trie if workload.constrained else None, stop_at_eos=False, normalise=beam_normalise)
-    elapsed = time.perf_counter() - start
+    elapsed = device_clock(device) - start
     if out.sequences.shape[-1] != workload.new_tokens or out.decode_steps != workload.decode_steps:
         raise RuntimeError(f"{workload.name}: expected {workload.new_tokens} new tokens, got "
                            f"{out.sequences.shape[-1]} ({out.decode_steps} steps)")
@@ -150,7 +153,7 @@ class _FirstLogitsClock:
 
     def __call__(self, input_ids, scores):
         if self.first is None:
-            self.first = time.perf_counter()
+            self.first = device_clock(scores.device)
         return scores
 
 
@@ -192,10 +195,11 @@ def run_generate(plain, prompts, workload: Workload, bos_token_id, pad_token_id,
         kwargs["prefix_allowed_tokens_fn"] = PrefixAllowedTokens(trie_sequences, input_ids.shape[1], eos_token_id)
     elif workload.decodes:
         kwargs["min_new_tokens"] = new_tokens  # fixed work, like the engine's stop_at_eos=False
+    input_ids, attention_mask = input_ids.to(plain.device), attention_mask.to(plain.device)
     with torch.inference_mode():
-        start = time.perf_counter()
+        start = device_clock(plain.device)
         out = plain.generate(input_ids, attention_mask=attention_mask, **kwargs)
-        end = time.perf_counter()
+        end = device_clock(plain.device)
     produced = out.sequences.shape[1] - input_ids.shape[1]
     if produced != new_tokens:
         raise RuntimeError(f"generate {workload.name}: expected {new_tokens} new tokens, got {produced}")
@@ -254,7 +258,7 @@ def run_benchmark(backbone, tokenizer, cases: Sequence[Case], ks: Sequence[int],
     {"rows": [...], "skipped": [...], "exact_kv": bool}: rows with exactly ROW_KEYS."""
     from recbole_earn.llm import EARNConfig, EARNModel, TokenTrie
 
-    N = backbone.config.num_hidden_layers
+    N, vocab_size = backbone.config.num_hidden_layers, backbone.config.vocab_size
     R = N_PREFIX_REGISTERS + N_SUFFIX_REGISTERS
     bpe = kv_bytes_per_entry(backbone.config, next(backbone.parameters()).dtype)
     titles = list(titles) if titles is not None else movie_titles()
@@ -271,7 +275,8 @@ def run_benchmark(backbone, tokenizer, cases: Sequence[Case], ks: Sequence[int],
 
     for case in cases:
         w, L, B = case.workload, case.L, case.batch
-        prompts = build_prompts(tokenizer, L - 1, B, seed=seed + L, titles=titles)
+        prompts = [[in_vocabulary(t, vocab_size) for t in prompt]  # an architecture may have fewer ids
+                   for prompt in build_prompts(tokenizer, L - 1, B, seed=seed + L, titles=titles)]
         steps, beams = w.decode_steps, w.beams
         T = steps * beams
         samples = {(name, k): [] for name, k, _ in models}

@@ -6,20 +6,21 @@ streaming read bandwidth and prints, in its Limits summary, each decoding worklo
 reads at that bandwidth) beside EARN's measured step: the gap is what faster decoding kernels could still gain.
 """
 
-import time
-
 import torch
 
+from recbole_earn.llm.timing import device_clock
 
-def stream_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
-    """Bytes per second of reading a large fp32 tensor once (the best of `repeats` sums, all threads)."""
-    data = torch.ones(megabytes * 2 ** 20 // 4)
+
+def stream_bandwidth(megabytes: int = 256, repeats: int = 5, device="cpu") -> float:
+    """Bytes per second of reading a large fp32 tensor once on `device` (the best of `repeats` sums; a GPU needs
+    a larger tensor than a CPU to reach its bandwidth: the benchmark reads 2 GiB there)."""
+    data = torch.ones(megabytes * 2 ** 20 // 4, device=device)
     data.sum()  # fault the pages in
     best = float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = device_clock(device)
         data.sum()
-        best = min(best, time.perf_counter() - start)
+        best = min(best, device_clock(device) - start)
     return data.numel() * data.element_size() / best
 
 

