@@ -33,6 +33,67 @@ class EARNBatch:
         return EARNBatch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
 
+REGISTER_SLOT = -1  # a register's place in an example's token list, before padding
+
+
+@dataclass
+class ExampleLayout:
+    """One example, unpadded: `[BOS] [R_pre] prompt [R_suf] response`."""
+
+    tokens: list  # token ids, REGISTER_SLOT at register slots
+    registers: list  # per position: the register's index, or -1
+    kept: list  # positions the layers >= k see: registers, the last prefix token, the response
+    targets: list  # per kept position: the next token it is trained to predict, or IGNORE_INDEX
+    prefix_length: int  # tokens before the response
+
+
+def example_layout(prompt, response, n_prefix_registers, n_suffix_registers, bos_token_id, eos_token_id, add_eos,
+                   scored) -> ExampleLayout:
+    """The layout of one example; `scored`: whether its response (+ EOS) gets targets (a training example)."""
+    head = [bos_token_id] if bos_token_id is not None else []
+    prefix = head + [REGISTER_SLOT] * n_prefix_registers + list(prompt) + [REGISTER_SLOT] * n_suffix_registers
+    if len(prefix) == 0:
+        raise ValueError("empty input (no BOS, no registers, no prompt)")
+    registers = [-1] * len(head) + list(range(n_prefix_registers)) + [-1] * len(prompt)
+    registers += list(range(n_prefix_registers, n_prefix_registers + n_suffix_registers)) + [-1] * len(response)
+    tokens = prefix + list(response)
+    kept = sorted({p for p, r in enumerate(registers) if r >= 0} | {len(prefix) - 1}
+                  | set(range(len(prefix), len(tokens))))
+    # Targets: the token after each position; the last position predicts EOS.
+    following = tokens[1:] + ([eos_token_id] if add_eos else [IGNORE_INDEX])
+    targets = [following[p] if scored and p >= len(prefix) - 1 else IGNORE_INDEX for p in kept]
+    return ExampleLayout(tokens, registers, kept, targets, len(prefix))
+
+
+def padded_batch(layouts: Sequence[ExampleLayout], pad_token_id: int) -> EARNBatch:
+    """The layouts left padded into one batch: the long rows to the longest example, the kept positions to the most
+    kept; every example's position ids start at 0 at its first token."""
+    batch_size = len(layouts)
+    seq_len = max(len(layout.tokens) for layout in layouts)
+    keep_len = max(len(layout.kept) for layout in layouts)
+    input_ids = torch.full((batch_size, seq_len), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((batch_size, seq_len), dtype=torch.bool)
+    position_ids = torch.zeros((batch_size, seq_len), dtype=torch.long)
+    register_index = torch.full((batch_size, seq_len), -1, dtype=torch.long)
+    keep_index = torch.zeros((batch_size, keep_len), dtype=torch.long)
+    keep_mask = torch.zeros((batch_size, keep_len), dtype=torch.bool)
+    labels = torch.full((batch_size, keep_len), IGNORE_INDEX, dtype=torch.long)
+    for b, layout in enumerate(layouts):
+        n, m = len(layout.tokens), len(layout.kept)
+        offset, keep_offset = seq_len - n, keep_len - m  # left padding
+        input_ids[b, offset:] = torch.tensor([pad_token_id if t == REGISTER_SLOT else t for t in layout.tokens])
+        attention_mask[b, offset:] = True
+        position_ids[b, offset:] = torch.arange(n)
+        register_index[b, offset:] = torch.tensor(layout.registers)
+        keep_index[b, keep_offset:] = torch.tensor(layout.kept) + offset
+        keep_mask[b, keep_offset:] = True
+        labels[b, keep_offset:] = torch.tensor(layout.targets)
+    prefix_lengths = torch.tensor([layout.prefix_length for layout in layouts], dtype=torch.long)
+    return EARNBatch(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                     register_index=register_index, keep_index=keep_index, keep_mask=keep_mask, labels=labels,
+                     prefix_lengths=prefix_lengths)
+
+
 def build_batch(
     prompts: Sequence[Sequence[int]],
     responses: Optional[Sequence[Sequence[int]]] = None,
@@ -44,69 +105,24 @@ def build_batch(
     eos_token_id: Optional[int] = None,
     add_eos: bool = True,
 ) -> EARNBatch:
-    """Assemble a left-padded EARN batch. Without `responses` it is a prefill batch (kept = registers and the last
-    prefix token); with them it is a training batch whose labels are `response + [EOS]` (EOS only if add_eos)."""
+    """Assemble a left-padded EARN batch: each example's layout, then padding. Without `responses` it is a prefill
+    batch (kept = registers and the last prefix token); with them it is a training batch whose labels are
+    `response + [EOS]` (EOS only if add_eos)."""
     if len(prompts) == 0:
         raise ValueError("build_batch needs at least one prompt")
     if responses is not None and len(responses) != len(prompts):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
     if responses is not None and add_eos and eos_token_id is None:
         raise ValueError("add_eos needs an eos_token_id")
-    register_slot = -1
-    sequences, register_ids, kept, targets, prefix_lengths = [], [], [], [], []
+    layouts = []
     for i, prompt in enumerate(prompts):
-        response = list(responses[i]) if responses is not None else []
-        head = [bos_token_id] if bos_token_id is not None else []
-        prefix = head + [register_slot] * n_prefix_registers + list(prompt) + [register_slot] * n_suffix_registers
-        if len(prefix) == 0:
-            raise ValueError(f"example {i}: empty input (no BOS, no registers, no prompt)")
-        registers = [-1] * len(head) + list(range(n_prefix_registers)) + [-1] * len(prompt)
-        registers += list(range(n_prefix_registers, n_prefix_registers + n_suffix_registers)) + [-1] * len(response)
-        sequence = prefix + response
-        # Kept positions (unpadded coordinates): registers, the last prefix token, the response.
-        keep = sorted({p for p, r in enumerate(registers) if r >= 0} | {len(prefix) - 1}
-                      | set(range(len(prefix), len(sequence))))
-        # Targets: the token after each position; the last position predicts EOS.
-        following = sequence[1:] + ([eos_token_id] if add_eos else [IGNORE_INDEX])
-        target = [following[p] if responses is not None and p >= len(prefix) - 1 else IGNORE_INDEX for p in keep]
-        sequences.append(sequence)
-        register_ids.append(registers)
-        kept.append(keep)
-        targets.append(target)
-        prefix_lengths.append(len(prefix))
-
-    batch_size = len(sequences)
-    seq_len = max(len(s) for s in sequences)
-    keep_len = max(len(k) for k in kept)
-    input_ids = torch.full((batch_size, seq_len), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((batch_size, seq_len), dtype=torch.bool)
-    position_ids = torch.zeros((batch_size, seq_len), dtype=torch.long)
-    register_index = torch.full((batch_size, seq_len), -1, dtype=torch.long)
-    keep_index = torch.zeros((batch_size, keep_len), dtype=torch.long)
-    keep_mask = torch.zeros((batch_size, keep_len), dtype=torch.bool)
-    labels = torch.full((batch_size, keep_len), IGNORE_INDEX, dtype=torch.long)
-    for b, sequence in enumerate(sequences):
-        n = len(sequence)
-        offset = seq_len - n  # left padding
-        input_ids[b, offset:] = torch.tensor([pad_token_id if t == register_slot else t for t in sequence])
-        attention_mask[b, offset:] = True
-        position_ids[b, offset:] = torch.arange(n)
-        register_index[b, offset:] = torch.tensor(register_ids[b])
-        m = len(kept[b])
-        keep_offset = keep_len - m
-        keep_index[b, keep_offset:] = torch.tensor(kept[b]) + offset
-        keep_mask[b, keep_offset:] = True
-        labels[b, keep_offset:] = torch.tensor(targets[b])
-    return EARNBatch(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids,
-        register_index=register_index,
-        keep_index=keep_index,
-        keep_mask=keep_mask,
-        labels=labels,
-        prefix_lengths=torch.tensor(prefix_lengths, dtype=torch.long),
-    )
+        response = responses[i] if responses is not None else []
+        try:
+            layouts.append(example_layout(prompt, response, n_prefix_registers, n_suffix_registers, bos_token_id,
+                                          eos_token_id, add_eos, scored=responses is not None))
+        except ValueError as error:
+            raise ValueError(f"example {i}: {error}") from None
+    return padded_batch(layouts, pad_token_id)
 
 
 def causal_mask(valid, dtype):
