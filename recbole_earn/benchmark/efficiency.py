@@ -256,80 +256,115 @@ def run_benchmark(backbone, tokenizer, cases: Sequence[Case], ks: Sequence[int],
     warm-up run per (workload, batch) the first time it meets it (cases in ascending L: the cheapest one), then
     `repeats` timed runs, interleaved across methods; medians are reported. Returns
     {"rows": [...], "skipped": [...], "exact_kv": bool}: rows with exactly ROW_KEYS."""
-    from recbole_earn.llm import EARNConfig, EARNModel, TokenTrie
+    from recbole_earn.llm import TokenTrie
 
-    N, vocab_size = backbone.config.num_hidden_layers, backbone.config.vocab_size
-    R = N_PREFIX_REGISTERS + N_SUFFIX_REGISTERS
-    bpe = kv_bytes_per_entry(backbone.config, next(backbone.parameters()).dtype)
+    vocab_size = backbone.config.vocab_size
     titles = list(titles) if titles is not None else movie_titles()
-    vanilla = EARNModel(backbone, EARNConfig(earn_k=N, n_prefix_registers=0, n_suffix_registers=0), tokenizer).eval()
-    models = [("vanilla", N, vanilla)]
-    for k in ks:
-        torch.manual_seed(seed + k)  # random registers: fine for timing
-        models.append(("earn", k, EARNModel(backbone, EARNConfig(k, N_PREFIX_REGISTERS, N_SUFFIX_REGISTERS),
-                                           tokenizer).eval()))
+    models = engine_models(backbone, tokenizer, ks, seed)
     sequences = semantic_id_sequences(n_items=n_items, seed=seed)
     trie = TokenTrie(sequences)
     rows, skipped, exact_kv = [], [], True
     warmed = set()  # (method, k, workload, batch) already run once: first-call effects are behind us
 
     for case in cases:
-        w, L, B = case.workload, case.L, case.batch
         prompts = [[in_vocabulary(t, vocab_size) for t in prompt]  # an architecture may have fewer ids
-                   for prompt in build_prompts(tokenizer, L - 1, B, seed=seed + L, titles=titles)]
-        steps, beams = w.decode_steps, w.beams
-        T = steps * beams
-        samples = {(name, k): [] for name, k, _ in models}
+                   for prompt in build_prompts(tokenizer, case.L - 1, case.batch, seed=seed + case.L, titles=titles)]
         if warmup and case.warmup:
-            for name, k, model in models:
-                if (name, k, w.name, B) not in warmed:
-                    run_engine(model, prompts, w, trie, beam_normalise)
-                    warmed.add((name, k, w.name, B))
-        for _ in range(repeats):  # interleaved, so load changes hit every method alike
-            for name, k, model in models:
-                samples[(name, k)].append(run_engine(model, prompts, w, trie, beam_normalise))
-        measured = {key: _median_sample(s) for key, s in samples.items()}
-        base = measured[("vanilla", N)]
-        base_decode_s = base.e2e_s - base.prefill_s  # everything after the vanilla prefill
-        for name, k, _ in models:
-            m = measured[(name, k)]
-            is_vanilla = name == "vanilla"
-            r = 0 if is_vanilla else R
-            if m.kv_bytes != engine_kv_bytes(N, k, L, r, T, B, bpe):
-                exact_kv = False
-            rows.append(dict(
-                workload=w.name, L=L, batch=B, k=k, N=N, method=name,
-                prefill_ms=_ms(m.prefill_s), decode_ms_per_token=_ms(m.decode_s_per_token), e2e_ms=_ms(m.e2e_s),
-                kv_bytes=m.kv_bytes,
-                speedup_prefill=1.0 if is_vanilla else _ratio(base.prefill_s, m.prefill_s),
-                speedup_e2e=1.0 if is_vanilla else _ratio(base.e2e_s, m.e2e_s),
-                limit_prefill=1.0 if is_vanilla else limit_prefill(N, k, L, R),
-                limit_e2e=1.0 if is_vanilla else limit_e2e(N, k, L, R, steps, beams),
-                kv_reduction=0.0 if is_vanilla else 1.0 - _ratio(m.kv_bytes, base.kv_bytes),
-                limit_kv_reduction=0.0 if is_vanilla else limit_kv_reduction(N, k, L, R, T),
-                ceiling_e2e=1.0 if is_vanilla else ceiling_e2e(base.prefill_s, base_decode_s,
-                                                               limit_prefill(N, k, L, R)),
-            ))
-        log(_progress(rows[-len(models):]))
+            warm_up(models, prompts, case, trie, beam_normalise, warmed)
+        measured = time_engine(models, prompts, case, trie, beam_normalise, repeats)
+        case_rows, exact = engine_rows(backbone, case, models, measured)
+        rows += case_rows
+        exact_kv = exact_kv and exact
+        log(_progress(case_rows))
 
         if plain_backbone is not None and case.generate:
-            cost = B * beams * L
+            cost = case.batch * case.workload.beams * case.L
             if generate_max_tokens is not None and cost > generate_max_tokens:
-                skipped.append(f"generate {w.name} L={L} batch={B}: {cost} prompt tokens > --generate_max_tokens")
+                skipped.append(f"generate {case.workload.name} L={case.L} batch={case.batch}: {cost} prompt tokens > "
+                               "--generate_max_tokens")
                 log(f"  skipped {skipped[-1]}")
                 continue
-            gen = _time_generate(plain_backbone, tokenizer, prompts, w, sequences, repeats)
-            rows.append(dict(
-                workload=w.name, L=L, batch=B, k=N, N=N, method="generate",
-                prefill_ms=_ms(gen.prefill_s), decode_ms_per_token=_ms(gen.decode_s_per_token), e2e_ms=_ms(gen.e2e_s),
-                kv_bytes=gen.kv_bytes,
-                speedup_prefill=_ratio(base.prefill_s, gen.prefill_s), speedup_e2e=_ratio(base.e2e_s, gen.e2e_s),
-                limit_prefill=None, limit_e2e=None,
-                kv_reduction=None if gen.kv_bytes is None else 1.0 - gen.kv_bytes / base.kv_bytes,
-                limit_kv_reduction=None, ceiling_e2e=None,
-            ))
+            gen = _time_generate(plain_backbone, tokenizer, prompts, case.workload, sequences, repeats)
+            rows.append(generate_row(backbone, case, gen, measured[("vanilla", backbone.config.num_hidden_layers)]))
             log(_progress(rows[-1:]))
     return {"rows": rows, "skipped": skipped, "exact_kv": exact_kv}
+
+
+def engine_models(backbone, tokenizer, ks, seed):
+    """[(method, k, EARNModel)]: the vanilla decoder (k = N, no registers), then EARN at each k, one backbone."""
+    from recbole_earn.llm import EARNConfig, EARNModel
+
+    N = backbone.config.num_hidden_layers
+    vanilla = EARNModel(backbone, EARNConfig(earn_k=N, n_prefix_registers=0, n_suffix_registers=0), tokenizer).eval()
+    models = [("vanilla", N, vanilla)]
+    for k in ks:
+        torch.manual_seed(seed + k)  # random registers: fine for timing
+        models.append(("earn", k, EARNModel(backbone, EARNConfig(k, N_PREFIX_REGISTERS, N_SUFFIX_REGISTERS),
+                                           tokenizer).eval()))
+    return models
+
+
+def warm_up(models, prompts, case, trie, beam_normalise, warmed):
+    """One untimed run of each method that has not met this workload and batch yet."""
+    for name, k, model in models:
+        key = (name, k, case.workload.name, case.batch)
+        if key not in warmed:
+            run_engine(model, prompts, case.workload, trie, beam_normalise)
+            warmed.add(key)
+
+
+def time_engine(models, prompts, case, trie, beam_normalise, repeats):
+    """{(method, k): median Sample} over `repeats` runs, interleaved so that load changes hit every method alike."""
+    samples = {(name, k): [] for name, k, _ in models}
+    for _ in range(repeats):
+        for name, k, model in models:
+            samples[(name, k)].append(run_engine(model, prompts, case.workload, trie, beam_normalise))
+    return {key: _median_sample(s) for key, s in samples.items()}
+
+
+def engine_rows(backbone, case, models, measured):
+    """(one row per engine method with its speedups, limits and ceiling against vanilla, whether every KV size
+    equals the analytic formula)."""
+    N = backbone.config.num_hidden_layers
+    R = N_PREFIX_REGISTERS + N_SUFFIX_REGISTERS
+    bpe = kv_bytes_per_entry(backbone.config, next(backbone.parameters()).dtype)
+    w, L, B = case.workload, case.L, case.batch
+    steps, beams = w.decode_steps, w.beams
+    base = measured[("vanilla", N)]
+    base_decode_s = base.e2e_s - base.prefill_s  # everything after the vanilla prefill
+    rows, exact_kv = [], True
+    for name, k, _ in models:
+        m = measured[(name, k)]
+        is_vanilla = name == "vanilla"
+        if m.kv_bytes != engine_kv_bytes(N, k, L, 0 if is_vanilla else R, steps * beams, B, bpe):
+            exact_kv = False
+        rows.append(dict(
+            workload=w.name, L=L, batch=B, k=k, N=N, method=name,
+            prefill_ms=_ms(m.prefill_s), decode_ms_per_token=_ms(m.decode_s_per_token), e2e_ms=_ms(m.e2e_s),
+            kv_bytes=m.kv_bytes,
+            speedup_prefill=1.0 if is_vanilla else _ratio(base.prefill_s, m.prefill_s),
+            speedup_e2e=1.0 if is_vanilla else _ratio(base.e2e_s, m.e2e_s),
+            limit_prefill=1.0 if is_vanilla else limit_prefill(N, k, L, R),
+            limit_e2e=1.0 if is_vanilla else limit_e2e(N, k, L, R, steps, beams),
+            kv_reduction=0.0 if is_vanilla else 1.0 - _ratio(m.kv_bytes, base.kv_bytes),
+            limit_kv_reduction=0.0 if is_vanilla else limit_kv_reduction(N, k, L, R, steps * beams),
+            ceiling_e2e=1.0 if is_vanilla else ceiling_e2e(base.prefill_s, base_decode_s, limit_prefill(N, k, L, R)),
+        ))
+    return rows, exact_kv
+
+
+def generate_row(backbone, case, gen, base):
+    """The row of transformers' generate() on the unmodified model, against the vanilla engine's `base` Sample."""
+    N = backbone.config.num_hidden_layers
+    return dict(
+        workload=case.workload.name, L=case.L, batch=case.batch, k=N, N=N, method="generate",
+        prefill_ms=_ms(gen.prefill_s), decode_ms_per_token=_ms(gen.decode_s_per_token), e2e_ms=_ms(gen.e2e_s),
+        kv_bytes=gen.kv_bytes,
+        speedup_prefill=_ratio(base.prefill_s, gen.prefill_s), speedup_e2e=_ratio(base.e2e_s, gen.e2e_s),
+        limit_prefill=None, limit_e2e=None,
+        kv_reduction=None if gen.kv_bytes is None else 1.0 - gen.kv_bytes / base.kv_bytes,
+        limit_kv_reduction=None, ceiling_e2e=None,
+    )
 
 
 GENERATE_CHEAP_SECONDS = 3.0
