@@ -35,8 +35,8 @@ def kept_per_row(budget, real_lengths):
 
 
 def kept_columns(keep):
-    """keep [..., S] bool, the same count per row -> (columns [..., L] in ascending order, L = the largest count,
-    rows with fewer kept columns padded on the left with unkept ones; valid [..., L] bool)."""
+    """keep [..., S] bool -> (columns [..., L]: each row's kept columns in ascending order, L = the largest count,
+    a row that keeps fewer padded on the left with unkept columns; valid [..., L] bool: which of them are kept)."""
     columns = torch.arange(keep.shape[-1], device=keep.device)
     order = torch.sort(keep.long() * (columns + 1), dim=-1, stable=True).indices  # unkept first, then kept ascending
     width = int(keep.sum(-1).max())
