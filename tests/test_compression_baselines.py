@@ -154,8 +154,11 @@ def test_press_settings_name_what_is_wrong():
         press_from_settings("h2o", 0.3)
     with pytest.raises(ValueError, match="needs kv_press_budget"):
         press_from_settings("streaming_llm", None)
-    with pytest.raises(ValueError, match="must be > 0"):
-        StreamingLLM(0.0).keep(0, torch.ones(1, 4, dtype=torch.bool), 1)
+    for budget in (0, -0.5, "half"):
+        with pytest.raises(ValueError, match="a press budget must be > 0"):
+            press_from_settings("snapkv", budget)
+    # a count beyond a prompt keeps all of it: prompts of one batch differ in length
+    assert StreamingLLM(100).keep(0, torch.ones(1, 4, dtype=torch.bool), 1).all()
 
 
 def test_skip_layers_scores_equal_a_forward_whose_later_layers_see_only_the_last_prompt_token():

@@ -35,6 +35,7 @@ def lcrec_values(mini, **overrides):
         index_codebook_size=16,
         index_epochs=20,
         item_text_fields=["release_year", "class"],
+        popularity_prior_weight=0.0,  # scores are the LLM's own log-probabilities unless a test asks for the prior
     )
     values.update(overrides)
     return values

@@ -23,10 +23,17 @@ import torch
 from .batch import padding_mask
 
 
+def checked_budget(budget):
+    """A press budget: a token count >= 1 or a share in (0, 1); a count above a prompt's length keeps all of it
+    (prompts of one batch differ in length)."""
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or math.isnan(budget) or budget <= 0:
+        raise ValueError(f"a press budget must be > 0 (a token count >= 1 or a share in (0, 1)), got {budget!r}")
+    return budget
+
+
 def kept_per_row(budget, real_lengths):
     """[B] tokens each prompt keeps: the budget as a count or a share of its real length, at most all of it."""
-    if budget <= 0:
-        raise ValueError(f"a press budget must be > 0 (a token count >= 1 or a share in (0, 1)), got {budget}")
+    budget = checked_budget(budget)
     if budget < 1:
         wanted = torch.ceil(real_lengths.double() * budget).long()
     else:
@@ -98,7 +105,7 @@ class StreamingLLM(KVPress):
     most recent tokens, `budget` in all, in every layer."""
 
     def __init__(self, budget, sinks=4):
-        self.budget, self.sinks = budget, int(sinks)
+        self.budget, self.sinks = checked_budget(budget), int(sinks)
         if self.sinks < 0:
             raise ValueError(f"StreamingLLM sinks must be >= 0, got {sinks}")
 
@@ -120,7 +127,7 @@ class SnapKV(KVPress):
     needs_queries = True
 
     def __init__(self, budget, window=8, kernel=7):
-        self.budget, self.window, self.kernel = budget, int(window), int(kernel)
+        self.budget, self.window, self.kernel = checked_budget(budget), int(window), int(kernel)
         if self.window < 1 or self.kernel < 1 or self.kernel % 2 == 0:
             raise ValueError(f"SnapKV needs window >= 1 and an odd kernel >= 1, got {window}, {kernel}")
         self.scores = {}  # layer -> [B, kvh, S]
@@ -169,7 +176,7 @@ def press_from_settings(name, budget, window=8, sinks=4):
         return None
     if name not in PRESSES:
         raise ValueError(f"kv_press must be one of {', '.join(PRESSES)} or ~ (none), got {name!r}")
-    if budget is None or not isinstance(budget, (int, float)) or isinstance(budget, bool) or math.isnan(budget):
+    if budget is None:
         raise ValueError(f"kv_press {name} needs kv_press_budget: a token count >= 1 or a share in (0, 1)")
     if name == "streaming_llm":
         return StreamingLLM(budget, sinks=sinks)

@@ -107,10 +107,10 @@ class LLMRecommender(SequentialRecommender):
         check_history_length(config["inference_history_length"])
 
     def __init__(self, config, dataset):
-        type(self).check_config(config)
         refuse_training_nothing(config, type(self))
         if config["prompt_template"]:  # checked before the backbone loads (and LC-Rec's item index is built)
             split_template(config["prompt_template"], item_noun="", interaction_verb="")
+        type(self).check_config(config)
         super().__init__(config, dataset)
         catalog = self.n_items - 1  # RecBole's id 0 is padding
         if max(config["topk"]) > catalog:
