@@ -132,9 +132,9 @@ def run_command(args, config_files, overrides):
         if multi_process or args.hyper or "," in args.model:
             build_parser().error("--checkpoint evaluates one model in one process; give one --model, no --hyper "
                                  "or --nproc")
-        if not os.path.isfile(args.checkpoint):
-            raise FileNotFoundError(f"--checkpoint {args.checkpoint} does not exist (run_earn.py writes "
-                                    f"saved/<Model>-<date>.pth)")
+        from recbole_earn.compat import require_checkpoint_file
+
+        require_checkpoint_file(args.checkpoint)
     if args.hyper:
         return run_search_command(args, config_files, overrides)
     if writes_a_table:

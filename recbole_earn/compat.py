@@ -52,6 +52,13 @@ def read_checkpoint_file(path, **kwargs):
             f"Checkpoint file {path} cannot be read: {unreadable_reason(path, error)}") from error
 
 
+def require_checkpoint_file(path, flag="--checkpoint"):
+    """A checkpoint path given on a command line must be a file; the error names the flag and where run_earn.py
+    writes checkpoints."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{flag} {path} does not exist (run_earn.py writes saved/<Model>-<date>.pth)")
+
+
 def load_recbole_checkpoint(path, map_location="cpu", **kwargs):
     """Load a checkpoint written by RecBole's Trainer: a pickled dict that holds the whole Config."""
     return read_checkpoint_file(path, map_location=map_location, **kwargs)

@@ -83,7 +83,8 @@ def columns(rows):
     return names
 
 
-def _cell(value):
+def format_cell(value):
+    """A table cell: '-' for no value, 4 decimals below 10, 1 above."""
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -100,7 +101,7 @@ def markdown_table(rows):
         header.remove("protocol")
         lines.append(f"protocol: {protocols.pop()}\n")
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_cell(row.get(name)) for name in header) + " |" for row in rows]
+    lines += ["| " + " | ".join(format_cell(row.get(name)) for name in header) + " |" for row in rows]
     return "\n".join(lines)
 
 

@@ -54,12 +54,14 @@ def parse_args(argv):
 
 
 def run_attention(args, config_files, overrides):
-    from recbole_earn.analysis.attention_run import check_checkpoint_path, check_llm_recommender, run_attention_analysis
+    from recbole_earn.analysis.attention_run import check_llm_recommender, run_attention_analysis
+    from recbole_earn.compat import require_checkpoint_file
     from recbole_earn.config import Config
     from recbole_earn.model_lookup import get_model_class
 
     check_llm_recommender(get_model_class(args.model))  # before the config: SASRec needs no dataset loaded
-    check_checkpoint_path(args.checkpoint)
+    if args.checkpoint is not None:
+        require_checkpoint_file(args.checkpoint)
     config = Config(model=args.model, dataset=args.dataset, config_file_list=config_files, cmd_args=overrides)
     return run_attention_analysis(config, args.out, num_prompts=args.num_prompts, checkpoint=args.checkpoint,
                                   query_mode=args.queries, bins=args.bins)

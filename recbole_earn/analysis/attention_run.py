@@ -16,7 +16,7 @@ import os
 import torch
 
 from recbole_earn.analysis import attention_stats as stats
-from recbole_earn.compat import read_checkpoint_file
+from recbole_earn.compat import read_checkpoint_file, require_checkpoint_file
 from recbole_earn.data.prompts import tokenize
 from recbole_earn.errors import ConfigError, UserInputError
 from recbole_earn.llm.eval_mode import eval_mode
@@ -54,11 +54,6 @@ def prepare_out_dir(path):
         raise UserInputError(f"--out {path} cannot be created: {error}") from error
     if not os.access(path, os.W_OK):
         raise UserInputError(f"--out {path} is not writable")
-
-
-def check_checkpoint_path(path):
-    if path is not None and not os.path.isfile(path):
-        raise FileNotFoundError(f"--checkpoint {path} does not exist (run_earn.py writes saved/<Model>-<date>.pth)")
 
 
 def load_checkpoint(model, path):
@@ -180,7 +175,8 @@ def run_attention_analysis(config, out_dir, num_prompts=64, checkpoint=None, que
     from recbole_earn.quick_start import build_model, prepare_data
 
     check_llm_recommender(config.model_class)
-    check_checkpoint_path(checkpoint)
+    if checkpoint is not None:
+        require_checkpoint_file(checkpoint)
     prepare_out_dir(out_dir)
     _, train_data, _, test_data = prepare_data(config)
     model = build_model(config, train_data, logger)

@@ -107,10 +107,13 @@ def compression_main(args, extra):
         overrides = split_overrides(extra)
     except CommandLineError as error:
         build_parser().error(str(error))
+    from recbole_earn.compat import require_checkpoint_file
+
     for flag in ("plain_checkpoint", "earn_checkpoint"):
-        if not os.path.isfile(getattr(args, flag)):
-            build_parser().error(f"--{flag} {getattr(args, flag)} does not exist (run_earn.py writes "
-                                 "saved/<Model>-<date>.pth)")
+        try:
+            require_checkpoint_file(getattr(args, flag), flag=f"--{flag}")
+        except FileNotFoundError as error:
+            build_parser().error(str(error))
     return reporting_user_errors("python -m recbole_earn.benchmark", args, lambda: run_compression(args, overrides))
 
 

@@ -9,7 +9,6 @@ its generation.
 
 import csv
 import json
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -112,15 +111,11 @@ def run_comparison(model, dataset, plain_checkpoint, earn_checkpoint, budget=0.5
     return table
 
 
-def _cell(value):
-    if isinstance(value, float):
-        return "-" if math.isnan(value) else f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
-    return str(value)
-
-
 def markdown(table):
+    from recbole_earn.group_run import format_cell
+
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_cell(row.get(name, float("nan"))) for name in COLUMNS) + " |" for row in table]
+    lines += ["| " + " | ".join(format_cell(row.get(name)) for name in COLUMNS) + " |" for row in table]
     return "\n".join(lines)
 
 
