@@ -9,6 +9,7 @@ user's `config_file_list`, then `config_dict`, then command-line `--key=value` v
 The user's values are checked against the defaults before anything runs (config_checks.py).
 """
 
+import numpy
 import torch
 from recbole.config import Config as RecBoleConfig
 
@@ -38,6 +39,14 @@ class Config(RecBoleConfig):
         self._cmd_args = dict(cmd_args or {})
         self._key_sources = {}  # user key -> where it was set, for the unknown-key warning
         super().__init__(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+
+    def compatibility_settings(self):
+        """The NumPy aliases RecBole's code uses (`np.float`, `np.bool`, ...), set as RecBole does, but from names
+        that exist in NumPy 1 and 2 alike (RecBole's own version reads `np.float_`, gone in NumPy 2)."""
+        for alias, dtype in {"bool": numpy.bool_, "int": numpy.int_, "float": numpy.float64,
+                             "complex": numpy.complex128, "object": numpy.object_, "str": numpy.str_,
+                             "long": numpy.int_, "unicode": numpy.str_}.items():
+            setattr(numpy, alias, dtype)
 
     def _load_config_files(self, file_list):
         values = {}

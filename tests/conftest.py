@@ -82,3 +82,13 @@ def mini_ml100k(workdir):
         "llm_dtype": "float32",  # exact comparisons; tests that check bf16 ask for it (device_dtype)
     }
     return {"data_path": data_path, "dataset": "ml-mini", "config": config}
+
+
+def pytest_collection_modifyitems(items):
+    """A test instance that runs on the GPU carries the `cuda` marker, so `pytest -m cuda` runs exactly those."""
+    for item in items:
+        params = getattr(item, "callspec", None)
+        params = params.params if params else {}
+        on_gpu = params.get("device") == "cuda" or params.get("device_dtype", ("",))[0] == "cuda"
+        if on_gpu:
+            item.add_marker(pytest.mark.cuda)

@@ -32,9 +32,18 @@ def random_prompts(n, low=3, high=12, seed=0, vocab=(100, 40000)):
     return [torch.randint(vocab[0], vocab[1], (m,), generator=generator).tolist() for m in lengths]
 
 
-def _additive(allowed):
-    mask = torch.zeros(allowed.shape, dtype=torch.float32)
-    return mask.masked_fill(~allowed, torch.finfo(torch.float32).min)[:, None]
+def _additive(allowed, dtype=torch.float32):
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    return mask.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+
+
+def logit_tolerance(reference, dtype, float32_tolerance):
+    """Largest |difference| allowed between two computations of the logits `reference`: `float32_tolerance` in
+    float32; in bfloat16 (8-bit mantissa, rounded after every operation) 4% of the largest |logit|, about five
+    units in the last place at that magnitude (measured on the CPU: at most 1.5%)."""
+    if dtype == "float32":
+        return float32_tolerance
+    return 0.04 * reference.float().abs().max().item()
 
 
 @torch.no_grad()
@@ -44,12 +53,13 @@ def masked_reference_logits(model, batch):
     decoder, lm = model.decoder, model.causal_lm
     hidden = model.input_embeddings(batch)  # [B, S, hidden]
     batch_size, seq_len, _ = hidden.shape
-    kept = torch.zeros((batch_size, seq_len), dtype=torch.bool)
+    device = hidden.device
+    kept = torch.zeros((batch_size, seq_len), dtype=torch.bool, device=device)
     kept.scatter_(1, batch.keep_index, batch.keep_mask)
-    causal = torch.ones(seq_len, seq_len, dtype=torch.bool).tril()
-    eye = torch.eye(seq_len, dtype=torch.bool)
-    early = _additive((causal & batch.attention_mask[:, None, :]) | eye)
-    late = _additive((causal & kept[:, None, :]) | eye)
+    causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()
+    eye = torch.eye(seq_len, dtype=torch.bool, device=device)
+    early = _additive((causal & batch.attention_mask[:, None, :]) | eye, hidden.dtype)
+    late = _additive((causal & kept[:, None, :]) | eye, hidden.dtype)
     position_embeddings = decoder.rotary_emb(hidden, batch.position_ids)
     for i, layer in enumerate(decoder.layers):
         hidden = layer(hidden, attention_mask=early if i < model.earn_k else late, position_ids=batch.position_ids,
@@ -61,9 +71,9 @@ def masked_reference_logits(model, batch):
 @torch.no_grad()
 def next_token_logprobs_recomputed(model, prompts, responses):
     """Log-probabilities of the next token after prompt + response, recomputing the whole (split) forward with no
-    cache: [n, vocab]."""
+    cache: [n, vocab], on the CPU."""
     batch = model.make_batch(prompts, responses, add_eos=False)
-    return torch.log_softmax(model.kept_logits(batch)[:, -1].float(), dim=-1)
+    return torch.log_softmax(model.kept_logits(batch)[:, -1].float(), dim=-1).cpu()
 
 
 @torch.no_grad()

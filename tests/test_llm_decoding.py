@@ -18,9 +18,9 @@ CASES = [("tiny-llama", 1), ("tiny-llama", 4), ("tiny-qwen2", 2), ("tiny-qwen2",
 
 
 @pytest.mark.parametrize("preset,k", CASES)
-def test_greedy_cached_equals_recomputed(preset, k):
+def test_greedy_cached_equals_recomputed(preset, k, device):
     torch.manual_seed(0)
-    model = earn_model(preset, earn_k=k)
+    model = earn_model(preset, earn_k=k, device=device)
     prompts = random_prompts(3, 3, 12, seed=k)
     out = greedy_search(model, prompts, max_new_tokens=6, stop_at_eos=False)
     assert out.sequences.shape == (3, 1, 6)
@@ -32,19 +32,19 @@ def test_greedy_cached_equals_recomputed(preset, k):
         totals += logp.gather(1, token[:, None])[:, 0]
         generated = [g + [t] for g, t in zip(generated, token.tolist())]
     assert out.sequences[:, 0].tolist() == generated
-    assert torch.allclose(out.scores[:, 0], totals, atol=1e-3)
+    assert torch.allclose(out.scores[:, 0].cpu(), totals, atol=1e-3)
 
 
 @pytest.mark.parametrize("preset,k", CASES)
-def test_beam_cached_equals_recomputed(preset, k):
+def test_beam_cached_equals_recomputed(preset, k, device):
     torch.manual_seed(0)
-    model = earn_model(preset, earn_k=k)
+    model = earn_model(preset, earn_k=k, device=device)
     prompts = random_prompts(2, 3, 12, seed=10 + k)
     out = beam_search(model, prompts, num_beams=3, max_new_tokens=4, stop_at_eos=False)
     for i, prompt in enumerate(prompts):
         sequences, scores = reference_beam_search(model, prompt, num_beams=3, max_new_tokens=4)
         assert out.sequences[i].tolist() == sequences.tolist()
-        assert torch.allclose(out.scores[i], scores, atol=1e-3)
+        assert torch.allclose(out.scores[i].cpu(), scores, atol=1e-3)
         for j in range(3):  # and each score is the sequence's own log-probability
             expected = teacher_forced_score(model, prompt, out.sequences[i, j].tolist())
             assert abs(out.scores[i, j].item() - expected) <= 1e-3

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from llm_helpers import earn_model, masked_reference_logits, random_prompts, tiny_backbone
+from llm_helpers import earn_model, logit_tolerance, masked_reference_logits, random_prompts, tiny_backbone
 from recbole_earn.llm import EARNConfig, EARNModel
 
 ARCHS = ["tiny-llama", "tiny-qwen2"]
@@ -16,11 +16,12 @@ def _batch(model, n=3, seed=0):
 
 
 @pytest.mark.parametrize("preset", ARCHS)
-def test_vanilla_k_equals_plain_hf_model(preset):
+def test_vanilla_k_equals_plain_hf_model(preset, device_dtype):
     """earn_k = N: the engine's logits equal the unmodified HF model run on the same embeddings (registers included
     via inputs_embeds), with padding, at every real position."""
+    device, dtype = device_dtype
     torch.manual_seed(0)
-    model = earn_model(preset, earn_k=4, n_prefix=2, n_suffix=1)
+    model = earn_model(preset, earn_k=4, n_prefix=2, n_suffix=1, device=device, dtype=getattr(torch, dtype))
     assert model.earn_k == model.num_layers == 4
     batch, _, _ = _batch(model)
     assert not bool(batch.attention_mask.all()), "the batch must contain padding"
@@ -29,22 +30,23 @@ def test_vanilla_k_equals_plain_hf_model(preset):
                                 position_ids=batch.position_ids).logits  # [B, S, vocab]
         ours = model.kept_logits(batch)  # [B, K, vocab]
     plain_kept = plain.gather(1, batch.keep_index[..., None].expand(-1, -1, plain.shape[-1]))
-    diff = (ours - plain_kept).abs().amax(-1)[batch.keep_mask]
-    assert diff.max().item() <= 1e-5
+    diff = (ours.float() - plain_kept.float()).abs().amax(-1)[batch.keep_mask]
+    assert diff.max().item() <= logit_tolerance(plain_kept, dtype, float32_tolerance=1e-5)
 
 
 @pytest.mark.parametrize("preset", ARCHS)
 @pytest.mark.parametrize("k", [0, 1, 2, 3])
-def test_split_forward_equals_masked_full_length_reference(preset, k):
+def test_split_forward_equals_masked_full_length_reference(preset, k, device_dtype):
+    device, dtype = device_dtype
     torch.manual_seed(0)
-    model = earn_model(preset, earn_k=k, n_prefix=1, n_suffix=2)
+    model = earn_model(preset, earn_k=k, n_prefix=1, n_suffix=2, device=device, dtype=getattr(torch, dtype))
     batch, _, _ = _batch(model, n=4, seed=k)
     assert not bool(batch.attention_mask.all()) and not bool(batch.keep_mask.all()), "padding on both levels"
     with torch.no_grad():
         ours = model.kept_logits(batch)
     reference = masked_reference_logits(model, batch)
-    diff = (ours - reference).abs().amax(-1)[batch.keep_mask]  # every register and response position
-    assert diff.max().item() <= 1e-4
+    diff = (ours.float() - reference.float()).abs().amax(-1)[batch.keep_mask]  # every register and response position
+    assert diff.max().item() <= logit_tolerance(reference, dtype, float32_tolerance=1e-4)
 
 
 def test_split_forward_really_drops_the_prompt_in_later_layers():
