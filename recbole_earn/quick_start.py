@@ -43,10 +43,10 @@ def build_model(config, train_data, logger):
     return model
 
 
-def train_and_evaluate(config, saved=True, verbose=True, checkpoint=None):
+def train_and_evaluate(config, saved=True, verbose=True, checkpoint=None, validate=True):
     """Build data and model from a ready Config, fit on train/valid, evaluate on test: the result dict. With
-    `checkpoint` (a .pth file run_earn saved), nothing trains: that model is evaluated on valid and test under
-    this config's inference settings."""
+    `checkpoint` (a .pth file run_earn saved), nothing trains: that model is evaluated on valid (unless
+    validate=False) and test under this config's inference settings."""
     logger = getLogger()
     dataset, train_data, valid_data, test_data = prepare_data(config)
     logger.info(dataset)
@@ -66,9 +66,11 @@ def train_and_evaluate(config, saved=True, verbose=True, checkpoint=None):
             train_data, valid_data, verbose=verbose, saved=saved, show_progress=show_progress
         )
     else:
-        best_valid_result = trainer.evaluate(valid_data, model_file=checkpoint, show_progress=show_progress)
-        best_valid_score = calculate_valid_score(best_valid_result, trainer.valid_metric)
         trainer.saved_model_file = checkpoint
+        best_valid_score, best_valid_result = None, None
+        if validate:
+            best_valid_result = trainer.evaluate(valid_data, show_progress=show_progress)
+            best_valid_score = calculate_valid_score(best_valid_result, trainer.valid_metric)
     train_time = time.perf_counter() - start if checkpoint is None else 0.0
     model_contract.start_test_measurement(recommender)
     if distributed and saved:
@@ -127,7 +129,7 @@ def init_fresh_logger(config):
 
 
 def run_earn(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, cmd_args=None,
-             checkpoint=None):
+             checkpoint=None, validate=True):
     """Train `model` on `dataset`, pick the best epoch on valid, evaluate on test; return the result dict.
 
     Args:
@@ -139,6 +141,7 @@ def run_earn(model=None, dataset=None, config_file_list=None, config_dict=None, 
         cmd_args (dict): command-line `--key=value` values (strings), applied last.
         checkpoint (str): a checkpoint this model saved: evaluate it on valid and test instead of training (e.g.
             to try inference settings such as num_beams on a trained model); train_time_s is then 0.
+        validate (bool): with `checkpoint`, evaluate on valid too (False: test only; the valid fields are None).
 
     Returns:
         dict: best_valid_score, valid_score_bigger, best_valid_result, test_result (as RecBole's run_recbole),
@@ -153,7 +156,7 @@ def run_earn(model=None, dataset=None, config_file_list=None, config_dict=None, 
     logger = getLogger()
     logger.info(sys.argv)
     logger.info(config)
-    result = train_and_evaluate(config, saved=saved, checkpoint=checkpoint)
+    result = train_and_evaluate(config, saved=saved, checkpoint=checkpoint, validate=validate)
     logger.info("The running environment of this training is as follows:\n" + get_environment(config).draw())
     return result
 

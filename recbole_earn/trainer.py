@@ -1,9 +1,9 @@
 """The Trainer for LLM recommenders: RecBole's own, plus a sample of the training split per epoch, an optimizer
 over what trains, a learning-rate schedule, a wall-clock budget and a progress log.
 
-Everything else (epochs, early stopping on the validation metric, RecBole's evaluators, progress bars,
-checkpoints) is RecBole's. Checkpoints stay small because the LLM recommenders' `state_dict()` holds only
-their trainable tensors (see `recbole_earn.model.llm_recommender`).
+Checkpoints hold only what trains (the model's `trained_state_dict()`: LoRA weights, registers, ...), so they are
+megabytes, not the LLM. Everything else (epochs, early stopping on the validation metric, RecBole's evaluators,
+progress bars, the checkpoint's other fields) is RecBole's.
 """
 
 import contextlib
@@ -15,6 +15,8 @@ from recbole.data.dataloader import TrainDataLoader
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 
+from recbole_earn.compat import read_checkpoint_file
+from recbole_earn.file_writing import replaced_atomically
 from recbole_earn.model.trained_setup import CheckpointMismatchError
 from recbole_earn.training_progress import TrainingProgress, lr_factor
 
@@ -173,12 +175,41 @@ class LLMTrainer(Trainer):
             self._add_hparam_to_tensorboard(self.best_valid_score)
             return self.best_valid_score, self.best_valid_result
 
-    # -- checkpoints: a refused one is named ----------------------------------------------------------------------
+    # -- checkpoints: only what trains ---------------------------------------------------------------------------
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        """RecBole's checkpoint (config, epoch, step, best validation score, weights, optimizer state) with only
+        the weights that train: the model's `trained_state_dict()`. Written atomically, by rank 0 alone."""
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return
+        path = kwargs.pop("saved_model_file", self.saved_model_file)
+        state = {"config": self.config, "epoch": epoch, "cur_step": self.cur_step,
+                 "best_valid_score": self.best_valid_score, "state_dict": self.model.trained_state_dict(),
+                 "other_parameter": self.model.other_parameter(), "optimizer": self.optimizer.state_dict()}
+        with replaced_atomically(path, binary=True) as stream:
+            torch.save(state, stream, pickle_protocol=4)
+        if verbose:
+            self.logger.info(set_color("Saving current", "blue") + f": {path}")
+
+    def load_checkpoint(self, path):
+        """Load a checkpoint's trained weights into the model (a file this model cannot take is an error naming
+        it); returns the checkpoint."""
+        with naming_checkpoint_file(path):
+            checkpoint = read_checkpoint_file(path, map_location=self.device)
+            self.model.load_trained_state_dict(checkpoint["state_dict"])
+        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        return checkpoint
+
     def resume_checkpoint(self, resume_file):
-        with naming_checkpoint_file(resume_file):
-            super().resume_checkpoint(resume_file)
+        checkpoint = self.load_checkpoint(resume_file)
+        self.saved_model_file = str(resume_file)
+        self.start_epoch, self.cur_step = checkpoint["epoch"] + 1, checkpoint["cur_step"]
+        self.best_valid_score = checkpoint["best_valid_score"]
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
-        with naming_checkpoint_file(model_file or self.saved_model_file):
-            return super().evaluate(eval_data, load_best_model=load_best_model, model_file=model_file,
-                                    show_progress=show_progress)
+        if eval_data and load_best_model:
+            path = model_file or self.saved_model_file
+            self.load_checkpoint(path)
+            self.logger.info(f"Loading model structure and parameters from {path}")
+        return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)

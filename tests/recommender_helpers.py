@@ -56,9 +56,9 @@ def train(model, loader, epochs=1, lr=0.01):
 def assert_checkpoint_restores_scores(config, model, users, path):
     """Save what `model` trains, rebuild from `config` with another seed, load, and compare full-sort scores."""
     expected = model.full_sort_predict(users)
-    torch.save({"state_dict": model.state_dict()}, path)
+    torch.save({"state_dict": model.trained_state_dict()}, path)
     config["seed"] = 7  # a different initialisation, then the saved weights
     restored, _, _, _ = build(config)
-    restored.load_state_dict(torch.load(path)["state_dict"])
+    restored.load_trained_state_dict(torch.load(path)["state_dict"])
     restored.eval()
     torch.testing.assert_close(restored.full_sort_predict(users), expected, rtol=0, atol=1e-5)

@@ -180,7 +180,7 @@ def test_checkpoint_weights_are_the_ones_measured(mini_ml100k, workdir):
                 parameter.normal_(std=0.5)  # as if trained: LoRA is no longer the identity
     trained = measure(model.llm, sequences, "last")["entropy"]
     checkpoint = workdir / "BIGRec-trained.pth"
-    torch.save({"state_dict": model.state_dict()}, checkpoint)
+    torch.save({"state_dict": model.trained_state_dict()}, checkpoint)
 
     result = run_command(mini_ml100k, workdir / "analysis", "--checkpoint", str(checkpoint), "--queries=last",
                          config_path=config_path)

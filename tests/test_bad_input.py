@@ -112,7 +112,7 @@ def test_earn_k_zero_is_refused_with_the_reason():
 
 
 def test_earn_k_beyond_the_layers_is_refused():
-    with pytest.raises(ConfigError, match=r"earn_k=31 is outside \[1, 30\]"):
+    with pytest.raises(ConfigError, match=r"earn_k=31 is outside \[0, 30\]: the backbone has 30 decoder layers"):
         earn_config_from({"earn_k": 31, "n_prefix_registers": 1, "n_suffix_registers": 1}, 30, use_earn=True)
     assert earn_config_from({"earn_k": 0}, 30, use_earn=False).earn_k == 30  # the plain model ignores earn_k
 

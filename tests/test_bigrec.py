@@ -101,7 +101,7 @@ def test_checkpoint_round_trip_reproduces_scores(mini_ml100k, tmp_path, device):
     config = bigrec_config(mini_ml100k, **device_keys(device))
     model, train_data, _, test_data = build(config)
     train(model, train_data)
-    state = model.state_dict()
+    state = model.trained_state_dict()
     assert any("lora_" in name for name in state) and "llm.registers" in state
     assert all(parameter.requires_grad for name, parameter in model.named_parameters() if name in state)
     assert_checkpoint_restores_scores(config, model, first_batch(test_data, device), tmp_path / "checkpoint.pth")
@@ -109,10 +109,10 @@ def test_checkpoint_round_trip_reproduces_scores(mini_ml100k, tmp_path, device):
 
 def test_checkpoint_from_other_settings_is_refused(mini_ml100k):
     model, _, _, _ = build(bigrec_config(mini_ml100k))
-    state = model.state_dict()
+    state = model.trained_state_dict()
     del state["llm.registers"]
     with pytest.raises(RuntimeError, match=r"missing \['llm.registers'\]"):
-        model.load_state_dict(state)
+        model.load_trained_state_dict(state)
 
 
 def test_cold_user_with_empty_history_gets_a_prompt_and_scores(mini_ml100k, device):
@@ -250,7 +250,7 @@ def test_checkpoint_of_a_blended_bigrec_holds_no_blend_tensors(mini_ml100k, sasr
     assert not any(parameter.requires_grad for parameter in model.blend.model.parameters())
     train(model, train_data)
     assert not model.blend.model.training  # model.train() leaves it in eval mode
-    state = model.state_dict()
+    state = model.trained_state_dict()
     assert set(state) - {SETUP_KEY} == model.trainable_names()
     assert not any(name.endswith(sasrec) or name.startswith("blend") for name in state for sasrec in sasrec_names)
     assert_checkpoint_restores_scores(config, model, first_batch(test_data, device), tmp_path / "checkpoint.pth")

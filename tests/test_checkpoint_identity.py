@@ -29,20 +29,20 @@ def models_on_one_dataset(mini, model, *settings):
 
 def test_checkpoint_records_the_setup_and_loads_into_the_same_one(mini_ml100k):
     (model,), _, _ = models_on_one_dataset(mini_ml100k, "EARNBIGRec", dict(earn_k=1, lora_alpha=16))
-    state = model.state_dict()
+    state = model.trained_state_dict()
     expected = dict(llm_path="tiny-llama", model_type="llama", num_layers=4, earn_k=1, n_prefix_registers=1,
                     n_suffix_registers=1, finetune="lora", lora_r=8, lora_alpha=16,
                     lora_target_modules=["q_proj", "v_proj"])
     assert {name: state[SETUP_KEY].get(name) for name in expected} == expected
-    model.load_state_dict(state)
+    model.load_trained_state_dict(state)
 
 
 def test_another_backbone_earn_k_or_lora_alpha_is_refused_naming_each(mini_ml100k, tmp_path):
     (trained, other), configs, test_data = models_on_one_dataset(
         mini_ml100k, "EARNBIGRec", dict(earn_k=1), dict(llm_path="tiny-qwen2", earn_k=2, lora_alpha=32))
-    state = trained.state_dict()
+    state = trained.trained_state_dict()
     with pytest.raises(CheckpointMismatchError) as refused:
-        other.load_state_dict(state)
+        other.load_trained_state_dict(state)
     message = str(refused.value)
     for difference in ("llm_path: checkpoint 'tiny-llama', current 'tiny-qwen2'", "earn_k: checkpoint 1, current 2",
                        "lora_alpha: checkpoint 16, current 32", "model_type: checkpoint 'llama', current 'qwen2'"):
@@ -60,15 +60,15 @@ def test_lcrec_index_built_with_another_seed_is_refused(mini_ml100k):
     assert trained.index.codes != other.index.codes
     with pytest.raises(CheckpointMismatchError,
                        match=f"item_index: checkpoint '{trained.index.digest()}', current '{other.index.digest()}'"):
-        other.load_state_dict(trained.state_dict())
+        other.load_trained_state_dict(trained.trained_state_dict())
 
 
 def test_checkpoint_without_a_record_loads_with_a_warning(mini_ml100k, caplog):
     (model,), _, _ = models_on_one_dataset(mini_ml100k, "EARNBIGRec", {})
-    state = model.state_dict()
+    state = model.trained_state_dict()
     del state[SETUP_KEY]  # as saved before checkpoints recorded their setup
     with caplog.at_level(logging.WARNING):
-        model.load_state_dict(state)
+        model.load_trained_state_dict(state)
     assert "does not record the setup its weights were trained with" in caplog.text
 
 

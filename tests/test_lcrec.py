@@ -188,7 +188,7 @@ def test_checkpoint_round_trip_reproduces_scores(mini_ml100k, tmp_path, device):
     config = lcrec_config(mini_ml100k, **device_keys(device))
     model, train_data, _, test_data = build(config)
     train(model, train_data)
-    state = model.state_dict()
+    state = model.trained_state_dict()
     assert "llm.added_tokens.input_rows" in state and "llm.registers" in state
     assert state[SETUP_KEY]["item_index"] == model.index.digest()  # the codes its code-token rows were trained for
     # the reload builds with another seed: the item index does not depend on the run seed
@@ -229,9 +229,10 @@ def test_a_popularity_prior_adds_the_weighted_log_share_of_training_answers(mini
                                rtol=1e-4, atol=1e-4)
 
 
-def test_a_negative_popularity_prior_is_refused(mini_ml100k):
+@pytest.mark.parametrize("weight", [-1.0, True])
+def test_a_negative_or_boolean_popularity_prior_is_refused(mini_ml100k, weight):
     with pytest.raises(ValueError, match="popularity_prior_weight must be a number >= 0"):
-        build(lcrec_config(mini_ml100k, popularity_prior_weight=-1.0))
+        build(lcrec_config(mini_ml100k, popularity_prior_weight=weight))
 
 
 def test_inference_compression_knobs_shrink_the_prompt_or_its_cache(mini_ml100k):

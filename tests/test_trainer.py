@@ -3,11 +3,13 @@ random Llama and a small slice of ml-100k (the LLM recommenders all train throug
 
 import logging
 import math
+import os
 
 import pytest
 import torch
 
 from recbole_earn.config import Config
+from recbole_earn.model.trained_setup import SETUP_KEY
 from recbole_earn.quick_start import build_model, prepare_data
 from recbole_earn.trainer import BudgetedBatches, LLMTrainer, few_shot_loader
 from recbole_earn.training_progress import TrainingProgress, lr_factor
@@ -117,3 +119,23 @@ def test_each_epoch_can_take_the_next_sample_of_the_training_split(mini_ml100k):
     assert not epochs[0] & epochs[1]  # no repeats before the whole split has been seen
     assert set().union(*epochs) == rows(train_data)
     assert epochs[0] == fixed[0]
+
+
+def test_checkpoints_hold_what_trains_and_resume_training(mini_ml100k, tmp_path):
+    config = tiny_config(mini_ml100k, epochs=1)
+    _, train_data, valid_data, _ = prepare_data(config)
+    model = build_model(config, train_data, logging.getLogger())
+    trainer = LLMTrainer(config, model)
+    trainer.fit(train_data, valid_data, saved=True)
+    checkpoint = torch.load(trainer.saved_model_file, weights_only=False)
+    assert set(checkpoint["state_dict"]) - {SETUP_KEY} == model.trainable_names()
+    assert checkpoint["epoch"] == 0 and checkpoint["optimizer"]["state"]  # RecBole's fields, with AdamW's moments
+    assert not [name for name in os.listdir(os.path.dirname(trainer.saved_model_file)) if ".tmp-" in name]
+
+    config["seed"] = 7  # another initialisation, then the checkpoint's weights
+    resumed = LLMTrainer(config, build_model(config, train_data, logging.getLogger()))
+    resumed.resume_checkpoint(trainer.saved_model_file)
+    assert resumed.start_epoch == 1 and resumed.best_valid_score == trainer.best_valid_score
+    trained = dict(model.named_parameters())
+    for name, parameter in resumed.model.named_parameters():
+        assert torch.equal(parameter, trained[name]), name

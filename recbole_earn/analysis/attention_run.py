@@ -61,7 +61,7 @@ def load_checkpoint(model, path):
     checkpoint = read_checkpoint_file(path, map_location="cpu")
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise UserInputError(f"--checkpoint {path} is not a RecBole checkpoint (a dict with a 'state_dict')")
-    model.load_state_dict(checkpoint["state_dict"])
+    model.load_trained_state_dict(checkpoint["state_dict"])
 
 
 def recommendation_prompts(model, test_data, count):

@@ -10,11 +10,7 @@ its generation.
 import csv
 import json
 import os
-import time
 from dataclasses import dataclass, field
-from logging import getLogger
-
-from recbole.utils import init_seed
 
 from recbole_earn.file_writing import replaced_atomically
 
@@ -73,20 +69,12 @@ def check_methods(model, dataset, rows, config_files=None, overrides=None):
 
 def evaluate_on_test(model, dataset, checkpoint, knobs, config_files=None):
     """(test metrics, inference ms per user, KV bytes per user) of `checkpoint` under `knobs`."""
-    from recbole_earn import model_contract
-    from recbole_earn.config import Config
-    from recbole_earn.quick_start import build_model, init_fresh_logger, prepare_data
+    from recbole_earn.quick_start import run_earn
 
-    config = Config(model=model, dataset=dataset, config_file_list=config_files, config_dict=knobs)
-    init_seed(config["seed"], config["reproducibility"])
-    init_fresh_logger(config)
-    _, train_data, _, test_data = prepare_data(config)
-    recommender = build_model(config, train_data, getLogger())
-    trainer = model_contract.trainer_class(config, config.model_class)(config, recommender)
-    start = time.perf_counter()
-    result = trainer.evaluate(test_data, load_best_model=True, model_file=checkpoint)
-    seconds = time.perf_counter() - start
-    return dict(result), 1000.0 * seconds / max(test_data.sample_size, 1), recommender.kv_bytes_per_user()
+    result = run_earn(model, dataset, config_file_list=config_files, config_dict=knobs, checkpoint=checkpoint,
+                      validate=False)
+    ms_per_user = 1000.0 * result["test_time_s"] / max(result["test_users"], 1)
+    return dict(result["test_result"]), ms_per_user, result["kv_bytes_per_user"]
 
 
 def run_comparison(model, dataset, plain_checkpoint, earn_checkpoint, budget=0.5, history_items=5, skip_from=None,

@@ -113,7 +113,7 @@ class LCRec(LLMRecommender):
                 f"code_token_init must be one of {', '.join(CODE_TOKEN_INITS)}, got {config['code_token_init']!r}")
         task_proportions(config)
         weight = config["popularity_prior_weight"] or 0.0
-        if not isinstance(weight, (int, float)) or weight < 0:
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
             raise ConfigError(f"popularity_prior_weight must be a number >= 0 (0 = off), got {weight!r}")
 
     def __init__(self, config, dataset):

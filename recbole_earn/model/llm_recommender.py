@@ -25,34 +25,25 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def earn_config_from(config, num_layers, use_earn):
-    """The engine's EARNConfig from RecBole config keys; the plain model runs all layers with no registers."""
+    """The engine's EARNConfig from RecBole config keys; the plain model runs all layers with no registers.
+
+    The engine takes earn_k in [0, N]; a recommender needs k >= 1: layers [0, k) are the only ones that see the
+    prompt, so with k = 0 no layer reads the user's history and every user gets the same ranking."""
     if not use_earn:
         return EARNConfig(earn_k=num_layers, n_prefix_registers=0, n_suffix_registers=0)
-    check_recommender_earn_k(config["earn_k"], num_layers)
-    return EARNConfig(
-        earn_k=config["earn_k"],
-        n_prefix_registers=config["n_prefix_registers"],
-        n_suffix_registers=config["n_suffix_registers"],
-    )
-
-
-def check_recommender_earn_k(earn_k, num_layers):
-    """A recommender's register layer must be in [1, N]: layers [0, k) are the only ones that see the prompt, so
-    with k = 0 no layer reads the user's history and every user gets the same ranking. (~ means round(N / 4).)"""
-    k = round(num_layers / 4) if earn_k is None else earn_k
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise ConfigError(f"earn_k must be an integer in [1, {num_layers}] (or ~ for round(N/4)), got {earn_k!r}.")
+    earn = EARNConfig(earn_k=config["earn_k"], n_prefix_registers=config["n_prefix_registers"],
+                      n_suffix_registers=config["n_suffix_registers"])
+    try:
+        k = earn.resolved_k(num_layers)
+    except ValueError as error:
+        raise ConfigError(f"{error} (earn_k ~ means round(N/4)).") from None
     if k == 0:
         raise ConfigError(
             "earn_k=0 would never read the prompt: layers [0, earn_k) are the only ones that see it, so every user "
             f"would get the same ranking. Use earn_k in [1, {num_layers}] (the backbone has {num_layers} layers; "
             f"earn_k={num_layers} is plain fine-tuning)."
         )
-    if not 1 <= k <= num_layers:
-        raise ConfigError(
-            f"earn_k={k} is outside [1, {num_layers}]: the backbone has {num_layers} decoder layers "
-            f"(earn_k={num_layers} is plain fine-tuning)."
-        )
+    return earn
 
 
 def kv_press_from(config):
@@ -197,36 +188,37 @@ class LLMRecommender(SequentialRecommender):
         stats = self.inference_stats
         return stats["kv_bytes"] / stats["users"] if stats["users"] else None
 
-    # -- checkpoints: only what trains -----------------------------------------------------------------------
+    # -- checkpoints: what trains, with the setup it was trained with ------------------------------------------
     def trainable_names(self):
         return {name for name, parameter in self.named_parameters() if parameter.requires_grad}
 
-    def state_dict(self, *args, **kwargs):
+    def trained_state_dict(self):
         """Only the trained tensors (LoRA weights, registers, ...), and the record of the setup they were trained
-        with (`SETUP_KEY`). The frozen backbone is rebuilt from the config that RecBole saves beside them, so a
-        checkpoint is megabytes, not the whole LLM."""
-        full = super().state_dict(*args, **kwargs)
-        prefix = kwargs.get("prefix", "")
-        keep = {prefix + name for name in self.trainable_names()}
-        kept = type(full)((name, tensor) for name, tensor in full.items() if name in keep)
-        kept[prefix + SETUP_KEY] = dict(self.trained_setup)
-        return kept
+        with (`SETUP_KEY`): what LLMTrainer's checkpoints hold. The frozen backbone is rebuilt from the config
+        saved beside them, so a checkpoint is megabytes, not the whole LLM."""
+        trained = self.trainable_names()
+        state = {name: tensor for name, tensor in self.state_dict().items() if name in trained}
+        state[SETUP_KEY] = dict(self.trained_setup)
+        return state
 
-    def load_state_dict(self, state_dict, strict=True, assign=False):
-        """Load trained tensors after checking that they were trained with this model's setup (a checkpoint
-        without that record, from an older version, loads with a warning)."""
+    def load_trained_state_dict(self, state_dict, strict=True):
+        """Load `trained_state_dict()`'s tensors after checking that they were trained with this model's setup (a
+        checkpoint without that record, from an older version, loads with a warning). strict: every trainable
+        tensor must be there, and nothing the model lacks."""
         check_trained_setup(state_dict.get(SETUP_KEY), self.trained_setup, type(self).__name__)
         weights = {name: tensor for name, tensor in state_dict.items() if name != SETUP_KEY}
-        trainable = self.trainable_names()
-        unexpected = sorted(set(weights) - set(super().state_dict(keep_vars=True)))
-        missing = sorted(trainable - set(weights))
+        unexpected = sorted(set(weights) - set(self.state_dict(keep_vars=True)))
+        missing = sorted(self.trainable_names() - set(weights))
         if strict and (unexpected or missing):
             raise CheckpointMismatchError(
                 f"Checkpoint does not match {type(self).__name__}'s trainable weights: missing {missing[:5]}, "
                 f"unexpected {unexpected[:5]} (was it saved with other finetune / LoRA / register settings?)"
             )
-        result = super().load_state_dict(weights, strict=False, assign=assign)
-        self.on_weights_changed()
+        return self.load_state_dict(weights, strict=False)
+
+    def load_state_dict(self, state_dict, strict=True, assign=False):
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self.on_weights_changed()  # new weights: what was cached from the old ones goes
         return result
 
     def train(self, mode=True):

@@ -74,7 +74,7 @@ def main(argv):
     logging.disable(logging.INFO)
     train_data = prepare_data(config)[1]
     model = build_model(config, train_data, logging.getLogger())
-    model.load_state_dict(load_recbole_checkpoint(checkpoint)["state_dict"])
+    model.load_trained_state_dict(load_recbole_checkpoint(checkpoint)["state_dict"])
     model.eval()
     dataset = train_data._dataset
     answers = dataset.inter_feat[model.ITEM_ID].tolist()
