@@ -249,3 +249,26 @@ def test_cli_times_trie_normalised_beam_scores(tmp_path, capsys, one_thread):
     rows = json.loads(path.read_text())
     assert {r["method"] for r in rows} == {"vanilla", "earn"} and all(r["e2e_ms"] > 0 for r in rows)
     assert "scores normalised over the trie" in capsys.readouterr().out
+
+
+def test_cli_times_the_compression_baselines_beside_earn(tmp_path, one_thread):
+    path = tmp_path / "presses.json"
+    assert main(["efficiency", "--llm_path", "tiny-llama", "--lengths", "40", "--batches", "2", "--workloads",
+                 "prefill,lcrec", "--k_fractions", "4", "--repeats", "1", "--threads", "1", "--no_generate",
+                 "--press_budget", "0.5", "--json", str(path)]) == 0
+    rows = json.loads(path.read_text())
+    for workload in ("prefill", "lcrec"):
+        by_method = {r["method"]: r for r in rows if r["workload"] == workload}
+        assert set(by_method) == {"vanilla", "earn", "stream", "snapkv", "skip", "earn+snap"}
+        for name in ("stream", "snapkv", "skip", "earn+snap"):
+            row = by_method[name]
+            assert row["limit_prefill"] is None and row["e2e_ms"] > 0 and row["speedup_e2e"] > 0
+            assert row["kv_bytes"] < by_method["vanilla"]["kv_bytes"]
+        assert by_method["skip"]["k"] == by_method["earn"]["k"] == 1
+        assert by_method["earn+snap"]["kv_bytes"] < by_method["earn"]["kv_bytes"]
+
+
+def test_cli_refuses_a_press_budget_that_keeps_nothing(capsys):
+    with pytest.raises(SystemExit):
+        main(["efficiency", "--llm_path", "tiny-llama", "--press_budget", "0"])
+    assert "a press budget must be > 0" in capsys.readouterr().err

@@ -15,6 +15,15 @@ def _int_list(text):
     return [int(x) for x in text.split(",") if x.strip()]
 
 
+def _press_budget(text):
+    from recbole_earn.llm.kv_press import checked_budget
+
+    try:
+        return checked_budget(float(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m recbole_earn.benchmark",
                                      description="Benchmarks of the EARN engine.")
@@ -44,6 +53,9 @@ def build_parser():
     eff.add_argument("--beam_normalise", default="vocabulary", choices=["vocabulary", "trie"],
                      help="lcrec workload: beam scores over the whole vocabulary (LC-Rec's, one full lm head per "
                      "step) or renormalised over the trie's allowed codes (only their lm-head rows)")
+    eff.add_argument("--press_budget", type=_press_budget, default=None,
+                     help="also time the compression baselines (StreamingLLM, SnapKV, SkipLayers at each k, EARN + "
+                          "SnapKV), each press keeping this share in (0, 1) or this count of every prompt's tokens")
     eff.add_argument("--no_generate", action="store_true", help="skip the transformers generate() baseline")
     eff.add_argument("--generate_max_tokens", type=int, default=None,
                      help="skip a generate() case whose prompt tokens (batch x beams x L: generate runs the prompt "
@@ -90,7 +102,7 @@ def main(argv=None):
     print_header(args, backbone, ks, repeats, cap)
     result = run_benchmark(backbone, tokenizer, cases, ks, repeats=repeats, plain_backbone=plain,
                            generate_max_tokens=cap or None, log=lambda s: print(s, file=sys.stderr, flush=True),
-                           beam_normalise=args.beam_normalise)
+                           beam_normalise=args.beam_normalise, press_budget=args.press_budget)
     print_rows(result)
     print_limits(backbone, result["rows"], N)
     if args.json:

@@ -14,6 +14,11 @@ Methods, all on the same backbone weights:
   vanilla   EARNModel(backbone, EARNConfig(earn_k=N, 0, 0)): the plain model through the EARN decoder
   earn      EARNModel(backbone, EARNConfig(earn_k=k, 1, 1)) (random registers: fine for timing)
   generate  transformers `generate()` on a second, unmodified copy of the backbone (the pipeline users run today)
+With a press budget (a share of each prompt's tokens kept), the training-free baselines too:
+  stream    vanilla with StreamingLLM: the first 4 prompt tokens and the most recent ones kept after prefill
+  snapkv    vanilla with SnapKV: per layer and KV head the prompt tokens the last 8 attend to most, + those 8
+  skip      vanilla with SkipLayers at k: the prompt runs through layers [0, k) only (EARN's compute, untrained)
+  earn+snap EARN at k with SnapKV on its layers < k
 
 Analytic limits (token-layer counts; matmul FLOPs scale the same way):
   limit_prefill      = N*L / (k*L + (N-k)*R)
@@ -251,8 +256,10 @@ def _ratio(a, b):
 def run_benchmark(backbone, tokenizer, cases: Sequence[Case], ks: Sequence[int], repeats: int = 3,
                   plain_backbone=None, generate_max_tokens: Optional[int] = 50_000, n_items: int = 1682,
                   warmup: bool = True, seed: int = 0, log: Callable[[str], None] = print,
-                  titles: Optional[Sequence[str]] = None, beam_normalise: str = "vocabulary") -> Dict:
-    """Time every case for vanilla, each EARN k and (if `plain_backbone`) generate(). Each method gets one untimed
+                  titles: Optional[Sequence[str]] = None, beam_normalise: str = "vocabulary",
+                  press_budget: Optional[float] = None) -> Dict:
+    """Time every case for vanilla, each EARN k, (if `plain_backbone`) generate() and (with `press_budget`) the
+    compression baselines. Each method gets one untimed
     warm-up run per (workload, batch) the first time it meets it (cases in ascending L: the cheapest one), then
     `repeats` timed runs, interleaved across methods; medians are reported. Returns
     {"rows": [...], "skipped": [...], "exact_kv": bool}: rows with exactly ROW_KEYS."""
@@ -260,7 +267,7 @@ def run_benchmark(backbone, tokenizer, cases: Sequence[Case], ks: Sequence[int],
 
     vocab_size = backbone.config.vocab_size
     titles = list(titles) if titles is not None else movie_titles()
-    models = engine_models(backbone, tokenizer, ks, seed)
+    models = engine_models(backbone, tokenizer, ks, seed, press_budget)
     sequences = semantic_id_sequences(n_items=n_items, seed=seed)
     trie = TokenTrie(sequences)
     rows, skipped, exact_kv = [], [], True
@@ -290,17 +297,30 @@ def run_benchmark(backbone, tokenizer, cases: Sequence[Case], ks: Sequence[int],
     return {"rows": rows, "skipped": skipped, "exact_kv": exact_kv}
 
 
-def engine_models(backbone, tokenizer, ks, seed):
-    """[(method, k, EARNModel)]: the vanilla decoder (k = N, no registers), then EARN at each k, one backbone."""
-    from recbole_earn.llm import EARNConfig, EARNModel
+def engine_models(backbone, tokenizer, ks, seed, press_budget=None):
+    """[(method, k, EARNModel)] on one backbone: the vanilla decoder (k = N, no registers), EARN at each k, and
+    with `press_budget` the compression baselines (module doc)."""
+    from recbole_earn.llm import EARNConfig, EARNModel, SnapKV, StreamingLLM
 
     N = backbone.config.num_hidden_layers
-    vanilla = EARNModel(backbone, EARNConfig(earn_k=N, n_prefix_registers=0, n_suffix_registers=0), tokenizer).eval()
-    models = [("vanilla", N, vanilla)]
-    for k in ks:
+
+    def vanilla():
+        return EARNModel(backbone, EARNConfig(earn_k=N, n_prefix_registers=0, n_suffix_registers=0), tokenizer).eval()
+
+    def earn(k):
         torch.manual_seed(seed + k)  # random registers: fine for timing
-        models.append(("earn", k, EARNModel(backbone, EARNConfig(k, N_PREFIX_REGISTERS, N_SUFFIX_REGISTERS),
-                                           tokenizer).eval()))
+        return EARNModel(backbone, EARNConfig(k, N_PREFIX_REGISTERS, N_SUFFIX_REGISTERS), tokenizer).eval()
+
+    def pressed(model, press=None, prompt_layers=None):
+        model.kv_press, model.prompt_layers = press, prompt_layers
+        return model
+
+    models = [("vanilla", N, vanilla())] + [("earn", k, earn(k)) for k in ks]
+    if press_budget is not None:
+        models += [("stream", N, pressed(vanilla(), StreamingLLM(press_budget))),
+                   ("snapkv", N, pressed(vanilla(), SnapKV(press_budget)))]
+        models += [("skip", k, pressed(vanilla(), prompt_layers=k)) for k in ks]
+        models += [("earn+snap", k, pressed(earn(k), SnapKV(press_budget))) for k in ks]
     return models
 
 
@@ -324,7 +344,8 @@ def time_engine(models, prompts, case, trie, beam_normalise, repeats):
 
 def engine_rows(backbone, case, models, measured):
     """(one row per engine method with its speedups, limits and ceiling against vanilla, whether every KV size
-    equals the analytic formula)."""
+    of vanilla and EARN equals the analytic formula). A compression baseline's row has its measured speedups and
+    KV reduction, and no limits."""
     N = backbone.config.num_hidden_layers
     R = N_PREFIX_REGISTERS + N_SUFFIX_REGISTERS
     bpe = kv_bytes_per_entry(backbone.config, next(backbone.parameters()).dtype)
@@ -335,21 +356,24 @@ def engine_rows(backbone, case, models, measured):
     rows, exact_kv = [], True
     for name, k, _ in models:
         m = measured[(name, k)]
-        is_vanilla = name == "vanilla"
-        if m.kv_bytes != engine_kv_bytes(N, k, L, 0 if is_vanilla else R, steps * beams, B, bpe):
+        is_vanilla, analytic = name == "vanilla", name in ("vanilla", "earn")
+        if analytic and m.kv_bytes != engine_kv_bytes(N, k, L, 0 if is_vanilla else R, steps * beams, B, bpe):
             exact_kv = False
-        rows.append(dict(
+        row = dict(
             workload=w.name, L=L, batch=B, k=k, N=N, method=name,
             prefill_ms=_ms(m.prefill_s), decode_ms_per_token=_ms(m.decode_s_per_token), e2e_ms=_ms(m.e2e_s),
             kv_bytes=m.kv_bytes,
-            speedup_prefill=1.0 if is_vanilla else _ratio(base.prefill_s, m.prefill_s),
-            speedup_e2e=1.0 if is_vanilla else _ratio(base.e2e_s, m.e2e_s),
-            limit_prefill=1.0 if is_vanilla else limit_prefill(N, k, L, R),
-            limit_e2e=1.0 if is_vanilla else limit_e2e(N, k, L, R, steps, beams),
-            kv_reduction=0.0 if is_vanilla else 1.0 - _ratio(m.kv_bytes, base.kv_bytes),
-            limit_kv_reduction=0.0 if is_vanilla else limit_kv_reduction(N, k, L, R, steps * beams),
-            ceiling_e2e=1.0 if is_vanilla else ceiling_e2e(base.prefill_s, base_decode_s, limit_prefill(N, k, L, R)),
-        ))
+            speedup_prefill=_ratio(base.prefill_s, m.prefill_s), speedup_e2e=_ratio(base.e2e_s, m.e2e_s),
+            kv_reduction=1.0 - _ratio(m.kv_bytes, base.kv_bytes),
+            limit_prefill=None, limit_e2e=None, limit_kv_reduction=None, ceiling_e2e=None,
+        )
+        if analytic:
+            row.update(limit_prefill=1.0 if is_vanilla else limit_prefill(N, k, L, R),
+                       limit_e2e=1.0 if is_vanilla else limit_e2e(N, k, L, R, steps, beams),
+                       limit_kv_reduction=0.0 if is_vanilla else limit_kv_reduction(N, k, L, R, steps * beams),
+                       ceiling_e2e=1.0 if is_vanilla else ceiling_e2e(base.prefill_s, base_decode_s,
+                                                                      limit_prefill(N, k, L, R)))
+        rows.append(row)
     return rows, exact_kv
 
 
@@ -395,7 +419,7 @@ def _fmt(value, spec):
 
 
 def format_table(rows) -> str:
-    header = (f"{'workload':<8} {'L':>4} {'B':>2} {'method':<8} {'k':>3} {'prefill_ms':>10} {'dec_ms/tok':>10} "
+    header = (f"{'workload':<8} {'L':>4} {'B':>2} {'method':<9} {'k':>3} {'prefill_ms':>10} {'dec_ms/tok':>10} "
               f"{'e2e_ms':>9} {'kv_MiB':>8} {'spd_pre':>7} {'lim_pre':>7} {'spd_e2e':>7} {'lim_e2e':>7} "
               f"{'kv_red':>7} {'lim_kvr':>7} {'ceil_e2e':>8}")
     lines = [header, "-" * len(header)]
@@ -407,7 +431,7 @@ def format_table(rows) -> str:
         previous = group
         kv = None if r["kv_bytes"] is None else r["kv_bytes"] / 2 ** 20
         lines.append(
-            f"{r['workload']:<8} {r['L']:>4} {r['batch']:>2} {r['method']:<8} {_fmt(r['k'], 'd'):>3} "
+            f"{r['workload']:<8} {r['L']:>4} {r['batch']:>2} {r['method']:<9} {_fmt(r['k'], 'd'):>3} "
             f"{_fmt(r['prefill_ms'], '.1f'):>10} {_fmt(r['decode_ms_per_token'], '.1f'):>10} "
             f"{_fmt(r['e2e_ms'], '.1f'):>9} {_fmt(kv, '.2f'):>8} {_fmt(r['speedup_prefill'], '.2f'):>7} "
             f"{_fmt(r['limit_prefill'], '.2f'):>7} {_fmt(r['speedup_e2e'], '.2f'):>7} {_fmt(r['limit_e2e'], '.2f'):>7} "

@@ -24,11 +24,12 @@ from .cache import EARNCache
 from .config import EARNConfig
 from .decoding import GenerationOutput, beam_search, constrained_beam_search, greedy_search
 from .earn_model import EARNModel, EARNOutput, PrefillOutput
+from .kv_press import KVPress, SnapKV, StreamingLLM
 from .trie import TokenTrie
 
 __all__ = [
     "PRESETS", "SUPPORTED_MODEL_TYPES", "base_causal_lm", "build_tiny", "cache_root", "load_backbone",
     "prepare_for_training", "smollm2_folder", "smollm2_tokenizer", "IGNORE_INDEX", "EARNBatch", "build_batch",
     "EARNCache", "EARNConfig", "GenerationOutput", "beam_search", "constrained_beam_search", "greedy_search",
-    "EARNModel", "EARNOutput", "PrefillOutput", "TokenTrie",
+    "EARNModel", "EARNOutput", "PrefillOutput", "KVPress", "SnapKV", "StreamingLLM", "TokenTrie",
 ]
