@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The device check on one GPU: (a) the engine's equivalence tests and every device-parametrised test on CUDA,
 # (b) the efficiency benchmark at 7B scale (llama-7b-arch, qwen2.5-7b-arch: published configs, random weights,
-# bf16), (c) a short RecBole run of EARNLCRec on ml-100k (tiny-llama preset, bf16) on CUDA. Each part runs under its own
-# timeout, so one failure leaves the others' results; summary.txt lists every part's exit status.
+# bf16, with the compression baselines), (c) a short RecBole run of EARNLCRec on ml-100k (tiny-llama preset, bf16)
+# on CUDA. Each part runs under its own timeout, so one failure leaves the others' results; summary.txt lists
+# every part's exit status.
 #
 #   tools/gpu_check.sh RESULTS_DIR [WHEELS_DIR]
 #
