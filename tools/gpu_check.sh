@@ -28,8 +28,10 @@ python=${PYTHON:-python3}
 device=${GPU_CHECK_DEVICE:-cuda}
 tests=${GPU_CHECK_TESTS:--m cuda tests/test_llm_split_forward.py tests/test_llm_decoding.py tests}
 archs=${GPU_CHECK_ARCHS:-llama-7b-arch qwen2.5-7b-arch}
-bench_args=${GPU_CHECK_BENCH_ARGS:---dtype bfloat16 --lengths 600 --batches 1,8 --k_fractions 8,4 --generate_max_tokens 0 --press_budget 0.5}
-run_args=${GPU_CHECK_RUN_ARGS:---dataset=ml-100k --llm_path=tiny-llama --llm_dtype=bfloat16 --train_time_budget_s=None --epochs=1 --train_sample_num=1024}
+bench_args=${GPU_CHECK_BENCH_ARGS:-"--dtype bfloat16 --lengths 600 --batches 1,8 --k_fractions 8,4 \
+--generate_max_tokens 0 --press_budget 0.5"}
+run_args=${GPU_CHECK_RUN_ARGS:-"--dataset=ml-100k --llm_path=tiny-llama --llm_dtype=bfloat16 \
+--train_time_budget_s=None --epochs=1 --train_sample_num=1024"}
 read -r tests_s bench_s run_s <<< "${GPU_CHECK_TIMEOUTS:-110 160 110}"
 summary="$results/summary.txt"
 cd "$repo" || exit 1

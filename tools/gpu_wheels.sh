@@ -9,6 +9,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 wheels=${1:-$repo/tools/gpu_wheels}
 mkdir -p "$wheels"
 python -m pip download -q --no-deps --only-binary=:all: -d "$wheels" recbole==1.2.1 colorlog texttable
-RECBOLE_EARN_CACHE="$wheels/cache" python -c "from recbole_earn.llm.backbone import smollm2_tokenizer; smollm2_tokenizer()"
+RECBOLE_EARN_CACHE="$wheels/cache" python -c \
+  "from recbole_earn.llm.backbone import smollm2_tokenizer; smollm2_tokenizer()"
 rm -rf "$wheels/cache/item_index"
 du -sh "$wheels"
