@@ -5,7 +5,7 @@
 For the first 256 test users (full ranking, each user's past items left out, as the evaluator ranks): the share of
 generated texts that are exactly a catalog title, the share that are the user's answer, how many distinct texts
 were written and how often the most written one; then the answer's rank under grounding and under a popularity
-count, and the rank grounding gives to the item whose title was written exactly. The key=value pairs are config
+count, and the rank grounding gives to the item whose title was written exactly (over the whole catalog). The key=value pairs are config
 overrides, as on run_earn.py's command line (e.g. llm_dtype=float32).
 """
 
@@ -51,7 +51,8 @@ def diagnose(model, test_data, users):
     written, answers, grounded, popular, exact_ranks = [], [], [], [], []
     for interaction, past in test_batches(model, test_data, users):
         texts = model.generate_titles(interaction)
-        scores = model.ground(texts).masked_fill(past, float("-inf"))  # [B, n_items]
+        grounding = model.ground(texts)  # [B, n_items]
+        scores = grounding.masked_fill(past, float("-inf"))
         popularity = model.popularity[None].expand_as(scores).masked_fill(past, float("-inf"))
         answer = interaction[model.ITEM_ID]
         written += texts
@@ -61,7 +62,7 @@ def diagnose(model, test_data, users):
         exact = [(row, item_of_text[text]) for row, text in enumerate(texts) if text in item_of_text]
         if exact:
             rows, items = zip(*exact)
-            exact_ranks += ranks(scores[list(rows)], torch.tensor(items))
+            exact_ranks += ranks(grounding[list(rows)], torch.tensor(items))  # past items not left out here
     return written, answers, grounded, popular, exact_ranks, item_of_text
 
 
