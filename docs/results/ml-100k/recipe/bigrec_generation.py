@@ -5,21 +5,18 @@
 For the first 256 test users (full ranking, each user's past items left out, as the evaluator ranks): the share of
 generated texts that are exactly a catalog title, the share that are the user's answer, how many distinct texts
 were written and how often the most written one; then the answer's rank under grounding and under a popularity
-count, and the rank grounding gives to the item whose title was written exactly (over the whole catalog). The key=value pairs are config
-overrides, as on run_earn.py's command line (e.g. llm_dtype=float32).
+count, and the rank grounding gives to the item whose title was written exactly (over the whole catalog). The
+key=value pairs are config overrides, as on run_earn.py's command line (e.g. llm_dtype=float32).
 """
 
 import collections
-import logging
 import statistics
 import sys
 
 import torch
 
-from recbole_earn.compat import load_recbole_checkpoint
-from recbole_earn.config import Config
 from recbole_earn.data.prompts import quote_title
-from recbole_earn.quick_start import build_model, prepare_data
+from trained_model import trained_model
 
 USERS = 256
 
@@ -77,18 +74,13 @@ def report(written, answers, grounded, popular, exact_ranks, item_of_text):
         print(f"answer's rank under {name}: median {statistics.median(values):g}, in the top 10 for "
               f"{sum(r <= 10 for r in values) / n:.1%}, top 20 {sum(r <= 20 for r in values) / n:.1%}")
     if exact_ranks:
-        print(f"the exactly written item's rank under grounding: 1 for {sum(r == 1 for r in exact_ranks) / len(exact_ranks):.1%}"
-              f" of {len(exact_ranks)}, median {statistics.median(exact_ranks):g}")
+        first = sum(r == 1 for r in exact_ranks) / len(exact_ranks)
+        print(f"the exactly written item's rank under grounding: 1 for {first:.1%} of {len(exact_ranks)}, median "
+              f"{statistics.median(exact_ranks):g}")
 
 
 def main(argv):
-    model_name, checkpoint = argv[0], argv[1]
-    config = Config(model=model_name, dataset="ml-100k", cmd_args=dict(a.split("=", 1) for a in argv[2:]))
-    logging.disable(logging.INFO)
-    _, train_data, _, test_data = prepare_data(config)
-    model = build_model(config, train_data, logging.getLogger())
-    model.load_trained_state_dict(load_recbole_checkpoint(checkpoint)["state_dict"])
-    model.eval()
+    model, _, test_data = trained_model(argv)
     with torch.no_grad():
         report(*diagnose(model, test_data, USERS))
 

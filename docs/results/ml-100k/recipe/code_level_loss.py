@@ -10,16 +10,13 @@ The key=value pairs are config overrides, as on run_earn.py's command line (e.g.
 """
 
 import collections
-import logging
 import math
 import sys
 
 import torch
 
-from recbole_earn.compat import load_recbole_checkpoint
-from recbole_earn.config import Config
 from recbole_earn.llm.batch import IGNORE_INDEX
-from recbole_earn.quick_start import build_model, prepare_data
+from trained_model import trained_model
 
 EXAMPLES, BATCH = 256, 32
 
@@ -69,13 +66,7 @@ def report(losses, n_examples, n_items):
 
 
 def main(argv):
-    model_name, checkpoint = argv[0], argv[1]
-    config = Config(model=model_name, dataset="ml-100k", cmd_args=dict(a.split("=", 1) for a in argv[2:]))
-    logging.disable(logging.INFO)
-    train_data = prepare_data(config)[1]
-    model = build_model(config, train_data, logging.getLogger())
-    model.load_trained_state_dict(load_recbole_checkpoint(checkpoint)["state_dict"])
-    model.eval()
+    model, train_data, _ = trained_model(argv)
     dataset = train_data._dataset
     answers = dataset.inter_feat[model.ITEM_ID].tolist()
     rows = torch.randperm(len(answers), generator=torch.Generator().manual_seed(0))[:EXAMPLES]
