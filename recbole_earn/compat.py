@@ -10,8 +10,10 @@ import os
 import pickle
 import types
 
+import numpy
 import pandas
 import torch
+from recbole.utils import FeatureType
 
 from recbole_earn.errors import UserInputError
 
@@ -101,6 +103,26 @@ def _count_every_interaction(self, interaction):
     return torch.nn.Parameter(torch.zeros(1)).to(self.device)
 
 
+def _remap_token_ids(self, remap_list):
+    """RecBole's Dataset._remap (factorize every token field that shares an id space), with each token
+    sequence's length taken row by row: pandas 3's `Series.agg(len)` is the length of the whole column."""
+    if len(remap_list) == 0:
+        return
+    tokens, split_point = self._concat_remaped_tokens(remap_list)
+    new_ids_list, id_to_token = pandas.factorize(tokens)
+    new_ids_list = numpy.split(new_ids_list + 1, split_point)
+    id_to_token = numpy.array(["[PAD]"] + list(id_to_token))
+    token_to_id = {token: i for i, token in enumerate(id_to_token)}
+    for (feat, field, ftype), new_ids in zip(remap_list, new_ids_list):
+        if field not in self.field2id_token:
+            self.field2id_token[field] = id_to_token
+            self.field2token_id[field] = token_to_id
+        if ftype == FeatureType.TOKEN:
+            feat[field] = new_ids
+        elif ftype == FeatureType.TOKEN_SEQ:
+            feat[field] = numpy.split(new_ids, numpy.cumsum(feat[field].map(len).to_numpy())[:-1])
+
+
 def apply_recbole_compat():
     """Apply the fixes once; later calls do nothing."""
     global _applied
@@ -117,6 +139,10 @@ def apply_recbole_compat():
     # Why: atomic files are plain tab-separated text, but pandas treats a field that starts with '"' as quoted
     # and then fails ("'\t' expected after '\"'") or swallows text, e.g. a title like `"Weird Al" Yankovic`.
     recbole_dataset.pd = _ModuleWithOverrides(pandas, read_csv=_read_atomic_file)
+
+    # Why: pandas 3 applies `Series.agg(len)` to the whole column, so RecBole's remapping of token sequences
+    # (ml-100k's genres and titles) fails with "Length of values (1) does not match length of index".
+    recbole_dataset.Dataset._remap = _remap_token_ids
 
     # Why: RecBole's Trainer passes device_ids=[rank] to DistributedDataParallel, which a CPU module refuses
     # (multi-process training on CPUs with gloo).

@@ -13,6 +13,7 @@ from llm_helpers import (
     teacher_forced_score,
 )
 from recbole_earn.llm import TokenTrie, beam_search, constrained_beam_search, greedy_search
+from recbole_earn.llm.decoding import trie_on
 
 CASES = [("tiny-llama", 1), ("tiny-llama", 4), ("tiny-qwen2", 2), ("tiny-qwen2", 4)]  # EARN and vanilla (k = N = 4)
 
@@ -239,18 +240,22 @@ def test_exclusion_mask_marks_excluded_leaves_and_exhausted_subtrees(device):
 
 
 def test_engine_runs_on_the_backbones_device_and_dtype(device_dtype):
-    """A tiny backbone built straight on a device and dtype: EARNModel's registers follow it, and batches, the trie
-    and the outputs of beam search go where the model is (the engine takes its device from the registers)."""
+    """A tiny backbone built straight on a device and dtype: EARNModel's registers follow it (in float32, like
+    LoRA's weights), and batches, the trie's copy and the outputs of beam search go where the model is (the engine
+    takes its device from the registers); the caller's trie stays where it was built."""
     device, dtype = device_dtype
     model = earn_model(earn_k=1, n_prefix=1, n_suffix=1, device=device, dtype=getattr(torch, dtype))
     weight = model.causal_lm.get_input_embeddings().weight
-    assert weight.device.type == model.registers.device.type == device.type and model.registers.dtype == weight.dtype
+    assert weight.device.type == model.registers.device.type == device.type and weight.dtype == getattr(torch, dtype)
+    assert model.registers.dtype == torch.float32
     items = _trie_sequences(0, n_items=6)
     trie = TokenTrie(items)  # built on the CPU
     prompts = random_prompts(2, 4, 10, seed=6)
     assert model.make_batch(prompts).input_ids.device.type == device.type
     out = constrained_beam_search(model, prompts, trie, num_beams=3, excluded=[[0], [1, 2]])
-    assert trie.children_tokens.device.type == device.type
+    assert trie.children_tokens.device.type == "cpu"
+    assert trie_on(trie, device) is trie_on(trie, model.registers.device)  # one copy per device, however named
+    assert trie_on(trie, device).children_tokens.device.type == device.type
     assert {out.sequences.device.type, out.scores.device.type, out.lengths.device.type} == {device.type}
     for results, banned in zip(out.as_lists(), [[0], [1, 2]]):
         produced = [tuple(seq) for seq, score in results if score > float("-inf")]

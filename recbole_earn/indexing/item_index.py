@@ -124,7 +124,8 @@ def index_features(embeddings: torch.Tensor, collaborative: Optional[torch.Tenso
         return text
     if collaborative is None or collaborative.shape[0] != text.shape[0]:
         raise ValueError("collaborative_weight > 0 needs one collaborative vector per item")
-    blocks = [text, collaborative.float() - collaborative.float().mean(0)]
+    collaborative = collaborative.to(device=text.device, dtype=torch.float32)  # built on the CPU from the split
+    blocks = [text, collaborative - collaborative.mean(0)]
     scaled = [block / block.var(0).sum().sqrt().clamp(min=1e-6) for block in blocks]  # total variance 1 each
     columns = text.shape[1] + blocks[1].shape[1]
     return torch.cat([scaled[0], weight * scaled[1]], dim=1) * (columns / (1.0 + weight ** 2)) ** 0.5

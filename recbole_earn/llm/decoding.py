@@ -31,6 +31,8 @@ def trie_on(trie: TokenTrie, device) -> TokenTrie:
     """`trie` on `device`: itself when it is there already, else its copy there, made once and reused; the
     caller's trie is never moved (the same trie may serve models on several devices)."""
     device = torch.device(device)
+    if device.type == "cuda" and device.index is None:  # tensors always name their GPU: "cuda" is "cuda:0"
+        device = torch.device("cuda", torch.cuda.current_device())
     if trie.children_tokens.device == device:
         return trie
     copies = _TRIE_COPIES.setdefault(trie, {})

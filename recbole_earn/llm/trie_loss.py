@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .batch import IGNORE_INDEX
+from .decoding import trie_on
 
 FREE = -1  # prefix node of a scored token the trie does not govern (EOS, free-text responses)
 
@@ -40,7 +41,7 @@ def trie_cross_entropy(model, batch, prefix_nodes: torch.Tensor, trie) -> torch.
     in_trie = prefix_nodes != FREE
     total = hidden.new_zeros((), dtype=torch.float32)
     if bool(in_trie.any()):
-        children = trie.children_tokens.to(labels.device)[prefix_nodes[in_trie]]  # [m, C], -1 = none
+        children = trie_on(trie, labels.device).children_tokens[prefix_nodes[in_trie]]  # [m, C], -1 = none
         allowed = torch.unique(children[children >= 0])  # [u], sorted: only these lm-head rows are computed
         logits = model.logits(hidden[in_trie], allowed).float()  # [m, u]
         columns = torch.searchsorted(allowed, children.clamp(min=0)).clamp(max=allowed.numel() - 1)  # [m, C]
