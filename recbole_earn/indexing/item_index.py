@@ -124,8 +124,7 @@ def index_features(embeddings: torch.Tensor, collaborative: Optional[torch.Tenso
         return text
     if collaborative is None or collaborative.shape[0] != text.shape[0]:
         raise ValueError("collaborative_weight > 0 needs one collaborative vector per item")
-    collaborative = collaborative.to(device=text.device, dtype=torch.float32)  # built on the CPU from the split
-    blocks = [text, collaborative - collaborative.mean(0)]
+    blocks = [text, collaborative.float() - collaborative.float().mean(0)]
     scaled = [block / block.var(0).sum().sqrt().clamp(min=1e-6) for block in blocks]  # total variance 1 each
     columns = text.shape[1] + blocks[1].shape[1]
     return torch.cat([scaled[0], weight * scaled[1]], dim=1) * (columns / (1.0 + weight ** 2)) ** 0.5
@@ -208,7 +207,8 @@ def build_item_index(item_texts: List[str], item_tokens: List[str], embed, setti
     if index is not None:
         return index
     logger.info(f"item index: embedding {len(item_texts) - 1} item texts with {backbone_name}")
-    embeddings = embed(item_texts[1:])
+    # The RQ-VAE trains on the CPU whatever the run's device: seconds of work, and the same codes on every device.
+    embeddings = embed(item_texts[1:]).cpu()  # [n, dim]
     vectors = collaborative() if settings.collaborative_weight else None
     index = codes_from_embeddings(embeddings, settings, log=logger.info, collaborative=vectors)
     stats = index.stats
