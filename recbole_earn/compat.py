@@ -123,6 +123,20 @@ def _remap_token_ids(self, remap_list):
             feat[field] = numpy.split(new_ids, numpy.cumsum(feat[field].map(len).to_numpy())[:-1])
 
 
+def _fill_float_nan_first(fill_nan):
+    """RecBole's Dataset._fill_nan, after missing float values got their column's mean by assignment: RecBole's
+    `feat[field].fillna(..., inplace=True)` changes a copy under pandas 3's copy-on-write, and the NaN stay."""
+    def fill(self):
+        for feat_name in self.feat_name_list:
+            feat = getattr(self, feat_name)
+            for field in feat:
+                if self.field2type[field] == FeatureType.FLOAT:
+                    feat[field] = feat[field].fillna(value=feat[field].mean())
+        fill_nan(self)
+
+    return fill
+
+
 def apply_recbole_compat():
     """Apply the fixes once; later calls do nothing."""
     global _applied
@@ -142,7 +156,9 @@ def apply_recbole_compat():
 
     # Why: pandas 3 applies `Series.agg(len)` to the whole column, so RecBole's remapping of token sequences
     # (ml-100k's genres and titles) fails with "Length of values (1) does not match length of index".
+    # And its copy-on-write leaves RecBole's in-place fillna of float fields without effect (NaN stay).
     recbole_dataset.Dataset._remap = _remap_token_ids
+    recbole_dataset.Dataset._fill_nan = _fill_float_nan_first(recbole_dataset.Dataset._fill_nan)
 
     # Why: RecBole's Trainer passes device_ids=[rank] to DistributedDataParallel, which a CPU module refuses
     # (multi-process training on CPUs with gloo).
