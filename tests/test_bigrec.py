@@ -8,6 +8,7 @@ from recbole.model.sequential_recommender import SASRec
 
 from recbole_earn.config import Config
 from recbole_earn.data.prompts import quote_title
+from recbole_earn.llm import pooled_beam_search
 from recbole_earn.model.score_blend import ScoreBlend, blend_scores
 from recbole_earn.model.trained_setup import SETUP_KEY
 from recbole_earn.quick_start import prepare_data, run_earn
@@ -135,6 +136,24 @@ def test_topk_larger_than_the_catalog_is_a_clear_error(mini_ml100k):
     config = bigrec_config(mini_ml100k, topk=[10, 100000])
     with pytest.raises(ValueError, match=r"topk \[10, 100000\] asks for more items than the catalog"):
         build(config)
+
+
+def test_titles_are_the_best_hypothesis_of_generates_beam_search(mini_ml100k):
+    model, _, _, test_data = build(bigrec_config(mini_ml100k, length_penalty=0.5))
+    model.eval()
+    users = first_batch(test_data)
+    out = pooled_beam_search(model.llm, model.prompts(users), num_beams=model.num_beams,
+                             max_new_tokens=model.max_new_tokens, length_penalty=0.5)
+    eos = model.llm.eos_token_id
+    expected = [model.tokenizer.decode([t for t in ids[:n] if t != eos], skip_special_tokens=True).strip()
+                for ids, n in zip(out.sequences[:, 0].tolist(), out.lengths[:, 0].tolist())]
+    assert model.generate_titles(users) == expected
+
+
+@pytest.mark.parametrize("penalty", ["long", True, None])
+def test_a_length_penalty_that_is_not_a_number_is_refused(mini_ml100k, penalty):
+    with pytest.raises(ValueError, match="length_penalty must be a number"):
+        build(bigrec_config(mini_ml100k, length_penalty=penalty))
 
 
 def test_few_shot_sample_is_fixed_and_sized(mini_ml100k):

@@ -25,6 +25,7 @@ from .config import EARNConfig
 from .decoding import GenerationOutput, beam_search, constrained_beam_search, greedy_search
 from .earn_model import EARNModel, EARNOutput, PrefillOutput
 from .kv_press import KVPress, SnapKV, StreamingLLM
+from .pooled_beam_search import pooled_beam_search
 from .trie import TokenTrie
 
 __all__ = [
@@ -32,4 +33,5 @@ __all__ = [
     "prepare_for_training", "smollm2_folder", "smollm2_tokenizer", "IGNORE_INDEX", "EARNBatch", "build_batch",
     "EARNCache", "EARNConfig", "GenerationOutput", "beam_search", "constrained_beam_search", "greedy_search",
     "EARNModel", "EARNOutput", "PrefillOutput", "KVPress", "SnapKV", "StreamingLLM", "TokenTrie",
+    "pooled_beam_search",
 ]

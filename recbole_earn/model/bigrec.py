@@ -3,7 +3,8 @@
 Bao et al., "A Bi-Step Grounding Paradigm for Large Language Models in Recommendation Systems":
   prompt:    instruction + the user's last items by title ("...the following movies before: "A", "B"")
   response:  the next item's title, in quotes, then EOS; trained with cross-entropy on the response
-  inference: beam search writes a title; grounding embeds it and every item title with the LLM (last-layer
+  inference: beam search writes a title (generate()'s, ranked by log-probability / length ** length_penalty);
+             grounding embeds it and every item title with the LLM (last-layer
              hidden state of the last token) and ranks items by negative L2 distance, optionally adjusted
              for popularity (gamma: distance / (1 + popularity)^gamma, popularity = training-split
              interactions / the most popular item's).
@@ -16,15 +17,26 @@ EARNBIGRec is the same model with the EARN engine switched on (registers + later
 import torch
 
 from recbole_earn.data.prompts import BIGREC_TEMPLATE, HistoryPrompter, quote_title, tokenize, warn_if_beyond_context
-from recbole_earn.llm.decoding import beam_search
+from recbole_earn.errors import ConfigError
+from recbole_earn.llm.pooled_beam_search import pooled_beam_search
 from recbole_earn.model.llm_recommender import LLMRecommender
 from recbole_earn.model.score_blend import ScoreBlend
 
 
 class BIGRec(LLMRecommender):
+    @classmethod
+    def check_config(cls, config):
+        """Refuse config values BIGRec cannot run with; needs no model, so a group run checks before training."""
+        super().check_config(config)
+        penalty = config["length_penalty"]
+        if isinstance(penalty, bool) or not isinstance(penalty, (int, float)):
+            raise ConfigError(f"length_penalty must be a number (1.0: generate()'s default; 0: summed "
+                              f"log-probabilities), got {penalty!r}")
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.num_beams = config["num_beams"]
+        self.length_penalty = float(config["length_penalty"])
         self.gamma = config["popularity_gamma"] or 0.0
         self.embedding_batch_size = config["embedding_batch_size"]
         self.prompter = HistoryPrompter(
@@ -56,9 +68,8 @@ class BIGRec(LLMRecommender):
     # -- inference: generate, then ground ------------------------------------------------------------------
     def generate_titles(self, interaction):
         """The best beam's text for each row (EOS and padding removed)."""
-        output = beam_search(
-            self.llm, self.prompts(interaction), num_beams=self.num_beams, max_new_tokens=self.max_new_tokens
-        )
+        output = pooled_beam_search(self.llm, self.prompts(interaction), num_beams=self.num_beams,
+                                    max_new_tokens=self.max_new_tokens, length_penalty=self.length_penalty)
         self.record_generation(output, num_users=output.sequences.shape[0])
         best = output.sequences[:, 0].tolist()  # [B, T]
         lengths = output.lengths[:, 0].tolist()  # [B]
