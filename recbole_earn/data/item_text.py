@@ -70,7 +70,7 @@ class ItemTextTable:
         encoding, separator = file_format(config)
         raw_titles = read_item_column(path, field, id_field, encoding=encoding, separator=separator)
         id_tokens = dataset.field2id_token[id_field]  # internal id -> raw token; index 0 is "[PAD]"
-        missing = [token for token in id_tokens[1:] if token not in raw_titles]
+        missing = [str(token) for token in id_tokens[1:] if token not in raw_titles]  # str: numpy 2 reprs np.str_
         if missing:
             raise ItemTitleError(
                 f"{len(missing)} of {len(id_tokens) - 1} items have no row in {path} (e.g. {missing[:EXAMPLES]}); "
@@ -84,7 +84,7 @@ class ItemTextTable:
 def refuse_empty_titles(path, field, tokens, titles):
     """Items with an empty title would all share one prompt text and one embedding, so they could not be told
     apart: name them."""
-    empty = [token for token, title in zip(tokens, titles) if not title.strip()]
+    empty = [str(token) for token, title in zip(tokens, titles) if not title.strip()]  # str: numpy 2 reprs np.str_
     if empty:
         raise ItemTitleError(
             f"{len(empty)} items have an empty '{field}' in {path} (e.g. {empty[:EXAMPLES]}); LLM recommenders tell "
