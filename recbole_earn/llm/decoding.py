@@ -214,6 +214,17 @@ def _advance(beams, scores, source, column, cand_tokens, cand_nodes, trie, eos, 
     return _Beams(scores, finished, lengths, nodes, torch.cat([history, token[..., None]], dim=-1)), token
 
 
+def decode_chosen_tokens(model, cache, prefix_lengths, source, token, step):
+    """Run the tokens chosen at `step` [B, nb], each extending beam `source` [B, nb] of its prompt, through all
+    layers; the per-beam cache follows its beams first (at step 0 every beam extends the prompt). [B*nb, hidden]"""
+    batch, nb = token.shape
+    if step > 0:
+        first_rows = torch.arange(batch, device=token.device)[:, None] * nb  # [B, 1] each prompt's first beam row
+        cache.reorder_beams((first_rows + source).view(-1))
+    positions = (prefix_lengths[:, None] + step).expand(batch, nb).reshape(-1)  # [B*nb]
+    return model.decode_step(cache, token.reshape(-1), positions)
+
+
 def _beam_search(model, prompts, nb, max_new_tokens, trie, eos, pad, share_prompt_cache=True, banned=None,
                  normalise="vocabulary", prior=None):
     """Prefill once, then per step: candidate log-probabilities, select the nb best, advance the beams, and run
@@ -228,7 +239,6 @@ def _beam_search(model, prompts, nb, max_new_tokens, trie, eos, pad, share_promp
     batch = len(prompts)
     beams = _Beams.start(batch, nb, device)
     hidden = prefill.last_hidden  # [B, hidden] at step 0 (all beams of a prompt are the same), then [B*nb, hidden]
-    prompt_offsets = torch.arange(batch, device=device)[:, None] * nb  # [B, 1] first flat beam row of each prompt
     steps = 0
     for step in range(max_new_tokens):
         logp, cand_tokens, cand_nodes = _candidate_log_probs(model, hidden, beams, nb, trie, banned, normalise, pad,
@@ -237,10 +247,7 @@ def _beam_search(model, prompts, nb, max_new_tokens, trie, eos, pad, share_promp
         beams, token = _advance(beams, scores, source, column, cand_tokens, cand_nodes, trie, eos, pad)
         if step == max_new_tokens - 1 or bool(beams.finished.all()):
             break
-        if step > 0:
-            cache.reorder_beams((prompt_offsets + source).view(-1))
-        positions = (prefill.prefix_lengths[:, None] + step).expand(batch, nb).reshape(-1)  # [B*nb]
-        hidden = model.decode_step(cache, token.reshape(-1), positions)  # [B*nb, hidden]
+        hidden = decode_chosen_tokens(model, cache, prefill.prefix_lengths, source, token, step)  # [B*nb, hidden]
         steps += 1
 
     return GenerationOutput(

@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .decoding import GenerationOutput
+from .decoding import GenerationOutput, decode_chosen_tokens
 from .eval_mode import eval_mode
 from .timing import device_clock
 
@@ -77,7 +77,6 @@ def _search(model, prompts, nb, max_new_tokens, length_penalty, eos):
     history = torch.empty((batch, nb, 0), dtype=torch.long, device=device)
     gaining = torch.ones(batch, dtype=torch.bool, device=device)  # [B] the prompt may still gain hypotheses
     hidden = prefill.last_hidden  # [B, hidden] at step 0, then [B*nb, hidden]
-    offsets = torch.arange(batch, device=device)[:, None] * nb  # [B, 1] first flat beam row of each prompt
     steps = 0
     for step in range(max_new_tokens):
         logp = torch.log_softmax(model.logits(hidden).float(), dim=-1)  # [B or B*nb, V]
@@ -98,10 +97,7 @@ def _search(model, prompts, nb, max_new_tokens, length_penalty, eos):
         gaining = gaining & ~pool.cannot_improve(live[:, 0], length, length_penalty)
         if last or not bool(gaining.any()) or bool(ends.all()):
             break
-        if step > 0:
-            cache.reorder_beams((offsets + source).view(-1))
-        positions = (prefill.prefix_lengths[:, None] + step).expand(batch, nb).reshape(-1)  # [B*nb]
-        hidden = model.decode_step(cache, token.reshape(-1), positions)  # [B*nb, hidden]
+        hidden = decode_chosen_tokens(model, cache, prefill.prefix_lengths, source, token, step)  # [B*nb, hidden]
         steps += 1
     return GenerationOutput(
         sequences=pool.sequences[..., : int(pool.lengths.max())],
