@@ -116,14 +116,18 @@ def test_checkpoint_from_other_settings_is_refused(mini_ml100k):
         model.load_trained_state_dict(state)
 
 
-def test_cold_user_with_empty_history_gets_a_prompt_and_scores(mini_ml100k, device):
-    model, _, _, test_data = build(bigrec_config(mini_ml100k, **device_keys(device)))
+@pytest.mark.parametrize("title_search", ["constrained", "grounding"])
+def test_cold_user_with_empty_history_gets_a_prompt_and_scores(mini_ml100k, device, title_search):
+    model, _, _, test_data = build(bigrec_config(mini_ml100k, title_search=title_search, **device_keys(device)))
     model.eval()
     users = first_batch(test_data, device)[[0, 1]]
     users[model.ITEM_SEQ_LEN] = torch.tensor([0, users[model.ITEM_SEQ_LEN][1].item()], device=device)
     assert model.prompts(users)[0] == model.prompter.head_ids + model.prompter.empty_history_ids + model.prompter.tail_ids
     scores = model.full_sort_predict(users)
-    assert scores.shape == (2, model.n_items) and torch.isfinite(scores[:, 1:]).all()
+    assert scores.shape == (2, model.n_items)
+    reached = torch.isfinite(scores[:, 1:]).sum(1)  # [2]
+    expected = model.num_beams if title_search == "constrained" else model.n_items - 1  # grounding ranks all
+    assert reached.ge(expected).all()  # (two items with one title share a beam)
 
 
 def test_dataset_without_titles_is_a_clear_error(mini_ml100k):
@@ -133,7 +137,7 @@ def test_dataset_without_titles_is_a_clear_error(mini_ml100k):
 
 
 def test_topk_larger_than_the_catalog_is_a_clear_error(mini_ml100k):
-    config = bigrec_config(mini_ml100k, topk=[10, 100000])
+    config = bigrec_config(mini_ml100k, topk=[10, 100000], title_search="grounding")  # constrained: num_beams
     with pytest.raises(ValueError, match=r"topk \[10, 100000\] asks for more items than the catalog"):
         build(config)
 

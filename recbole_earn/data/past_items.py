@@ -83,3 +83,16 @@ def excludes_past_items(config, phase="test"):
     if config["eval_args"]["mode"][phase] != "full":
         return None
     return config["MODEL_TYPE"] != ModelType.SEQUENTIAL or bool(config["exclude_history_items"])
+
+
+def training_items_by_user(dataset, user_field, item_field, item_seq_field):
+    """{user id: set of item ids} of every item in the training split's targets and histories."""
+    users = dataset.inter_feat[user_field].tolist()
+    targets = dataset.inter_feat[item_field].tolist()
+    sequences = dataset.inter_feat[item_seq_field].tolist()  # [rows, max_len], right-padded with 0
+    items = {}
+    for user, target, sequence in zip(users, targets, sequences):
+        seen = items.setdefault(user, set())
+        seen.add(target)
+        seen.update(item for item in sequence if item)
+    return items

@@ -3,11 +3,16 @@
 Bao et al., "A Bi-Step Grounding Paradigm for Large Language Models in Recommendation Systems":
   prompt:    instruction + the user's last items by title ("...the following movies before: "A", "B"")
   response:  the next item's title, in quotes, then EOS; trained with cross-entropy on the response
-  inference: beam search writes a title (generate()'s, ranked by log-probability / length ** length_penalty);
+  inference: title_search "grounding" (BIGRec's): beam search writes a free title (generate()'s, ranked by
+             log-probability / length ** length_penalty);
              grounding embeds it and every item title with the LLM (last-layer
              hidden state of the last token) and ranks items by negative L2 distance, optionally adjusted
              for popularity (gamma: distance / (1 + popularity)^gamma, popularity = training-split
              interactions / the most popular item's).
+             title_search "constrained": beam search over a trie of every catalog title (+ EOS), so each beam is
+             a real item, scored by its title's log-probability (optionally + w x log popularity), as LC-Rec
+             ranks its codes; the items no beam reached rank last. Grounding one written title gives every user
+             of a model that writes the most frequent answers nearly one ranking; the beams rank many real items.
   blend:     optionally ("collaborative information") mixed with a conventional model's scores, loaded from its
              RecBole checkpoint (blend_model_checkpoint, blend_weight; see score_blend.py for the scale rule).
 
@@ -19,8 +24,12 @@ import torch
 from recbole_earn.data.prompts import BIGREC_TEMPLATE, HistoryPrompter, quote_title, tokenize, warn_if_beyond_context
 from recbole_earn.errors import ConfigError
 from recbole_earn.llm.pooled_beam_search import pooled_beam_search
+from recbole_earn.model.item_trie import ItemTrie, check_beams_cover_topk, check_prior_weight
 from recbole_earn.model.llm_recommender import LLMRecommender
 from recbole_earn.model.score_blend import ScoreBlend
+
+
+TITLE_SEARCHES = ("constrained", "grounding")
 
 
 class BIGRec(LLMRecommender):
@@ -32,6 +41,12 @@ class BIGRec(LLMRecommender):
         if isinstance(penalty, bool) or not isinstance(penalty, (int, float)):
             raise ConfigError(f"length_penalty must be a number (1.0: generate()'s default; 0: summed "
                               f"log-probabilities), got {penalty!r}")
+        if config["title_search"] not in TITLE_SEARCHES:
+            raise ConfigError(f"title_search must be one of {', '.join(TITLE_SEARCHES)}, got "
+                              f"{config['title_search']!r}")
+        check_prior_weight(config)
+        if config["title_search"] == "constrained":
+            check_beams_cover_topk(config, "BIGRec with title_search: constrained")
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -57,6 +72,11 @@ class BIGRec(LLMRecommender):
         self.register_buffer("popularity", counts / counts.max().clamp(min=1.0), persistent=False)
         self._item_embeddings = None  # [n_items - 1, hidden], for the current weights
         self.blend = ScoreBlend.from_config(config, dataset)  # None unless blend_model_checkpoint is set
+        self.title_search = config["title_search"]
+        self.item_trie = None
+        if self.title_search == "constrained":  # every title ends with EOS, so no title is a prefix of another
+            titles = [ids + [self.llm.eos_token_id] for ids in self.prompter.item_ids]
+            self.item_trie = ItemTrie(titles, counts, prior_weight=config["popularity_prior_weight"] or 0.0)
 
     def prompts(self, interaction):
         return [self.prompter.prompt_ids(history) for history in self.prompt_histories(interaction)]
@@ -106,8 +126,20 @@ class BIGRec(LLMRecommender):
         return scores
 
     @torch.no_grad()
+    def search_titles(self, interaction):
+        """[B, n_items]: each constrained beam's log-probability (+ prior) at its item(s), -inf elsewhere; the
+        user's past items are left out of the search when the evaluation leaves them out."""
+        excluded = self.seen_items(interaction) if self.exclude_history else None
+        output = self.item_trie.search(self.llm, self.prompts(interaction), self.num_beams, excluded=excluded)
+        self.record_generation(output, num_users=output.sequences.shape[0])
+        return self.item_trie.scores(output)
+
+    @torch.no_grad()
     def llm_scores(self, interaction):
-        """[B, n_items]: the LLM's own scores of every item per row (grounding, with gamma), before any blend."""
+        """[B, n_items]: the LLM's own scores of every item per row (constrained titles, or grounding with
+        gamma), before any blend."""
+        if self.item_trie is not None:
+            return self.search_titles(interaction)
         return self.ground(self.generate_titles(interaction))
 
     @torch.no_grad()
@@ -118,7 +150,11 @@ class BIGRec(LLMRecommender):
     def ranking_label(self):
         """What the scores come from, for result tables: "LLM", "LLM (popularity gamma 0.5)",
         "0.7 x LLM + 0.3 x SASRec" (min-max normalised scores, weights as mixed)."""
-        label = f"LLM (popularity gamma {self.gamma:g})" if self.gamma else "LLM"
+        label = "LLM"
+        if self.item_trie is not None and self.item_trie.prior_weight:
+            label = f"LLM + {self.item_trie.prior_weight:g} x log popularity"
+        elif self.item_trie is None and self.gamma:
+            label = f"LLM (popularity gamma {self.gamma:g})"
         if self.blend is None or self.blend.weight == 0.0:
             return label
         weight = self.blend.weight
@@ -126,8 +162,12 @@ class BIGRec(LLMRecommender):
 
     @torch.no_grad()
     def predict(self, interaction):
-        """Score of each row's item (sampled evaluation): one generation per distinct user in the batch."""
+        """Score of each row's item (sampled evaluation). Constrained: its title's log-probability (+ prior) after
+        the user's prompt; grounding: one generation per distinct user in the batch."""
         first_row, row_user = self.distinct_rows(interaction[self.USER_ID])
+        if self.item_trie is not None and self.blend is None:
+            return self.item_trie.candidate_scores(self.llm, self.prompts(interaction[first_row]), row_user,
+                                                   interaction[self.ITEM_ID])
         scores = self.full_sort_predict(interaction[first_row])  # [U, n_items]
         return scores[row_user, interaction[self.ITEM_ID]]  # [B]
 

@@ -32,11 +32,10 @@ from recbole_earn.errors import ConfigError
 from recbole_earn.indexing.collaborative import collaborative_vectors, matrix_digest, user_item_matrix
 from recbole_earn.indexing.item_index import IndexSettings, build_item_index
 from recbole_earn.llm.backbone import cache_root
-from recbole_earn.llm.decoding import NORMALISERS, constrained_beam_search
+from recbole_earn.llm.decoding import NORMALISERS
 from recbole_earn.llm.eval_mode import eval_mode
 from recbole_earn.llm.trie_loss import FREE, trie_cross_entropy, trie_prefix_nodes
-from recbole_earn.llm.scoring import candidate_log_probs
-from recbole_earn.llm.trie import TokenTrie
+from recbole_earn.model.item_trie import ItemTrie, check_beams_cover_topk, check_prior_weight
 from recbole_earn.model.llm_recommender import LLMRecommender
 
 TASKS = ("seqrec", "item2index", "index2item")
@@ -79,19 +78,6 @@ def task_proportions(config):
     return {task: weight / total for task, weight in weights.items()}
 
 
-def training_items_by_user(dataset, user_field, item_field, item_seq_field):
-    """{user id: set of item ids} of every item in the training split's targets and histories."""
-    users = dataset.inter_feat[user_field].tolist()
-    targets = dataset.inter_feat[item_field].tolist()
-    sequences = dataset.inter_feat[item_seq_field].tolist()  # [rows, max_len], right-padded with 0
-    items = {}
-    for user, target, sequence in zip(users, targets, sequences):
-        seen = items.setdefault(user, set())
-        seen.add(target)
-        seen.update(item for item in sequence if item)
-    return items
-
-
 class LCRec(LLMRecommender):
     trains_new_token_rows = True  # the code tokens' rows
 
@@ -103,35 +89,27 @@ class LCRec(LLMRecommender):
             normaliser = config[knob] or "vocabulary"
             if normaliser not in NORMALISERS:
                 raise ConfigError(f"{knob} must be one of {', '.join(NORMALISERS)}, got {normaliser!r}")
-        if max(config["topk"]) > config["num_beams"]:
-            raise ConfigError(
-                f"topk {config['topk']} is larger than num_beams={config['num_beams']}: LC-Rec ranks only the items "
-                f"its constrained beam search reaches. Use --num_beams={max(config['topk'])} or a smaller --topk."
-            )
+        check_beams_cover_topk(config, "LC-Rec")
         if config["code_token_init"] not in CODE_TOKEN_INITS:
             raise ConfigError(
                 f"code_token_init must be one of {', '.join(CODE_TOKEN_INITS)}, got {config['code_token_init']!r}")
         task_proportions(config)
-        weight = config["popularity_prior_weight"] or 0.0
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
-            raise ConfigError(f"popularity_prior_weight must be a number >= 0 (0 = off), got {weight!r}")
+        check_prior_weight(config)
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.num_beams = config["num_beams"]
         self.beam_normalise = config["beam_normalise"] or "vocabulary"
         self.loss_normalise = config["loss_normalise"] or "vocabulary"
-        self.training_items = training_items_by_user(dataset, self.USER_ID, self.ITEM_ID, self.ITEM_SEQ)
         self.index = self._item_index(config, dataset)
         self.trained_setup["item_index"] = self.index.digest()  # the code tokens' rows are trained for these codes
 
         titles = [quote_title(title) for title in self.item_titles.titles]
         self._add_code_tokens(config["code_token_init"], titles)
-        self.trie = TokenTrie(self.code_ids[1:])
+        self.item_trie = ItemTrie(self.code_ids, self.training_item_counts(dataset),
+                                  prior_weight=config["popularity_prior_weight"] or 0.0)
+        self.trie = self.item_trie.trie
         self.code_prefix_nodes = [[]] + [trie_prefix_nodes(self.trie, ids) for ids in self.code_ids[1:]]
-        self.item_of_code = {tuple(ids): item for item, ids in enumerate(self.code_ids) if item > 0}
-        self.prior_weight = float(config["popularity_prior_weight"] or 0.0)
-        self._register_popularity_prior(self.training_item_counts(dataset))
 
         fields = {"item_noun": config["item_noun"] or "items",
                   "interaction_verb": config["interaction_verb"] or "interacted with"}
@@ -145,7 +123,6 @@ class LCRec(LLMRecommender):
                                longest_code + 1, knobs="MAX_ITEM_LIST_LENGTH or history_with_titles: False")
         self.item2index = self._split_template(LCREC_ITEM2INDEX_TEMPLATE.format(title="{item}", **fields))
         self.index2item = self._split_template(LCREC_INDEX2ITEM_TEMPLATE.format(code="{item}", **fields))
-        self.exclude_history = bool(config["exclude_history_items"])
         self.proportions = task_proportions(config)
         self.task_generator = torch.Generator().manual_seed(int(config["seed"] or 0))
 
@@ -244,67 +221,31 @@ class LCRec(LLMRecommender):
                  + [FREE]]
         return trie_cross_entropy(self.llm, self.llm.make_batch(prompts, responses), torch.tensor(nodes), self.trie)
 
-    def _register_popularity_prior(self, counts):
-        """The popularity prior's buffers (not saved: they follow from the data): per trie node, the weighted log
-        share of its parent's training answers [n_nodes], and per item the weighted log share of all of them
-        [n_items]; counts get 1 added, so an item never answered in training keeps a finite score."""
-        weights = counts[1:] + 1.0  # [n_items - 1], trie order
-        node_prior = self.prior_weight * self.trie.edge_log_probs(weights)
-        item_prior = self.prior_weight * torch.cat([torch.zeros(1), (weights / weights.sum()).log()])
-        self.register_buffer("node_log_prior", node_prior, persistent=False)
-        self.register_buffer("item_log_prior", item_prior, persistent=False)
-
     def ranking_label(self):
-        weight = self.prior_weight
+        weight = self.item_trie.prior_weight
         return f"LLM + {weight:g} x log popularity" if weight else "LLM"
 
     # -- inference ------------------------------------------------------------------------------------------------
     def prompts(self, interaction):
         return [self.seqrec_prompter.prompt_ids(history) for history in self.prompt_histories(interaction)]
 
-    def seen_items(self, interaction):
-        """Per row, the trie indices (item id - 1) of the user's past items: their training items and the history
-        in the row (which holds the validation item at test time): the items the evaluation leaves out."""
-        users = interaction[self.USER_ID].tolist()
-        return [sorted(item - 1 for item in self.training_items.get(user, set()).union(history))
-                for user, history in zip(users, self.histories(interaction))]
-
     @torch.no_grad()
     def full_sort_predict(self, interaction):
         """[B, n_items]: each beam's log-probability at its item, -inf elsewhere. When the evaluation leaves out
         the user's past items (`exclude_history_items`), so do the beams, which then all go to eligible items."""
         excluded = self.seen_items(interaction) if self.exclude_history else None
-        output = constrained_beam_search(self.llm, self.prompts(interaction), self.trie, num_beams=self.num_beams,
-                                         excluded=excluded, normalise=self.beam_normalise,
-                                         node_log_prior=self.node_log_prior if self.prior_weight else None)
+        output = self.item_trie.search(self.llm, self.prompts(interaction), self.num_beams, excluded=excluded,
+                                        normalise=self.beam_normalise)
         self.record_generation(output, num_users=output.sequences.shape[0])
-        # Filled on the host, element by element, then moved once (on a GPU each element write would be a launch).
-        scores = torch.full((output.sequences.shape[0], self.n_items), float("-inf"))
-        for row, beams in enumerate(output.as_lists()):
-            for ids, score in beams:
-                item = self.item_of_code.get(tuple(ids))
-                if item is not None and score > scores[row, item]:
-                    scores[row, item] = score
-        return scores.to(output.scores.device)
+        return self.item_trie.scores(output)
 
     @torch.no_grad()
     def predict(self, interaction):
         """[B] log-probability of each row's item code after its user's prompt (sampled evaluation): one prefill
         per distinct user, whose candidate items are then scored together like beams sharing its cache."""
         first_row, row_user = self.distinct_rows(interaction[self.USER_ID])
-        prompts = self.prompts(interaction[first_row])
-        items = interaction[self.ITEM_ID].tolist()
-        rows_of_user = [[] for _ in prompts]
-        column = []  # each row's place among its user's candidates
-        for row, user in enumerate(row_user.tolist()):
-            column.append(len(rows_of_user[user]))
-            rows_of_user[user].append(row)
-        width = max(len(rows) for rows in rows_of_user)  # users with fewer rows repeat their first candidate
-        candidates = [[self.code_ids[items[r]] for r in rows + rows[:1] * (width - len(rows))]
-                      for rows in rows_of_user]
-        scores = candidate_log_probs(self.llm, prompts, candidates)  # [U, width]
-        scores = scores[row_user, torch.tensor(column, device=scores.device)]
-        return scores + self.item_log_prior[interaction[self.ITEM_ID]] if self.prior_weight else scores
+        return self.item_trie.candidate_scores(self.llm, self.prompts(interaction[first_row]), row_user,
+                                               interaction[self.ITEM_ID])
 
 
 class EARNLCRec(LCRec):

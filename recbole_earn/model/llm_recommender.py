@@ -13,6 +13,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
 from recbole_earn.data.item_text import ItemTextTable
+from recbole_earn.data.past_items import training_items_by_user
 from recbole_earn.data.prompts import split_template
 from recbole_earn.errors import ConfigError
 from recbole_earn.llm.backbone import base_causal_lm, load_backbone, prepare_for_training
@@ -130,6 +131,8 @@ class LLMRecommender(SequentialRecommender):
         self.llm.kv_press = kv_press_from(config)
         self.llm.prompt_layers = prompt_layers_from(config["skip_prompt_layers_from"], num_layers)
         self.inference_history_length = config["inference_history_length"]
+        self.exclude_history = bool(config["exclude_history_items"])
+        self.training_items = training_items_by_user(dataset, self.USER_ID, self.ITEM_ID, self.ITEM_SEQ)
         self.reset_inference_stats()
 
     def float32_backbone_model(self, llm_path):
@@ -160,6 +163,13 @@ class LLMRecommender(SequentialRecommender):
         item_seq = interaction[self.ITEM_SEQ].tolist()  # [B, max_seq_length]
         lengths = interaction[self.ITEM_SEQ_LEN].tolist()  # [B]
         return [seq[:length] for seq, length in zip(item_seq, lengths)]
+
+    def seen_items(self, interaction):
+        """Per row, the indices (item id - 1) of the user's past items: their training items and the history in the
+        row (which holds the validation item at test time): the items the evaluation leaves out."""
+        users = interaction[self.USER_ID].tolist()
+        return [sorted(item - 1 for item in self.training_items.get(user, set()).union(history))
+                for user, history in zip(users, self.histories(interaction))]
 
     def prompt_histories(self, interaction):
         """The histories prompts are written from: at inference, only the last `inference_history_length` items

@@ -63,8 +63,12 @@ class ScoreBlend:
 
 def min_max_rows(scores):
     """[B, n_items] -> [B, n_items - 1] (float64): each row's real items (ids 1..n-1) mapped onto [0, 1]; a row
-    with a single value maps to 0."""
+    with a single value maps to 0. Items at -inf (no constrained beam reached them) count as the row's lowest
+    finite score."""
     real = scores[:, 1:].double()
+    finite = torch.isfinite(real)
+    floor = real.masked_fill(~finite, float("inf")).min(dim=1, keepdim=True).values  # [B, 1]
+    real = torch.where(finite, real, floor.nan_to_num(posinf=0.0))
     low = real.min(dim=1, keepdim=True).values  # [B, 1]
     span = real.max(dim=1, keepdim=True).values - low  # [B, 1]
     return (real - low) / span.clamp(min=torch.finfo(real.dtype).tiny)
