@@ -172,6 +172,60 @@ def test_few_shot_sample_is_fixed_and_sized(mini_ml100k):
     assert few_shot_loader(train_data, 0, seed=3) is train_data
 
 
+# -- constrained title search ------------------------------------------------------------------------------------
+def test_constrained_beams_are_real_items_outside_the_users_past(mini_ml100k, device):
+    model, _, _, test_data = build(bigrec_config(mini_ml100k, exclude_history_items=True, **device_keys(device)))
+    model.eval()
+    users = first_batch(test_data, device)
+    scores = model.full_sort_predict(users)  # [B, n_items]
+    assert scores.device.type == device.type and not torch.isfinite(scores[:, 0]).any()
+    for row, past in enumerate(model.seen_items(users)):
+        assert not torch.isfinite(scores[row, [item + 1 for item in past]]).any()
+        assert torch.isfinite(scores[row]).sum() >= model.num_beams  # every beam reaches an item (or two: one title)
+
+
+def test_constrained_scores_are_each_titles_log_probability(mini_ml100k, device):
+    model, _, _, test_data = build(bigrec_config(mini_ml100k, **device_keys(device)))
+    model.eval()
+    users = first_batch(test_data, device)[[0, 1]]
+    eos = model.llm.eos_token_id
+    title = lambda item: model.prompter.item_ids[item] + [eos]  # noqa: E731  the response the model learns
+    prompts = model.prompts(users)
+    scores = model.full_sort_predict(users)  # [2, n_items]
+    for row in range(2):
+        items = torch.isfinite(scores[row]).nonzero().view(-1)[:5].tolist()
+        expected = model.llm.response_log_probs([prompts[row]] * len(items), [title(i) for i in items])
+        torch.testing.assert_close(scores[row, items], expected, atol=1e-4, rtol=1e-4)
+
+    rows = users[[0, 0, 1]]  # sampled evaluation: any item, reached by a beam or not
+    rows[model.ITEM_ID] = torch.tensor([1, 2, 3], device=device)
+    expected = model.llm.response_log_probs([prompts[0], prompts[0], prompts[1]], [title(1), title(2), title(3)])
+    torch.testing.assert_close(model.predict(rows), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_popularity_prior_adds_the_weighted_log_share_of_training_answers(mini_ml100k, device):
+    config = bigrec_config(mini_ml100k, **device_keys(device))
+    plain, _, _, test_data = build(config)
+    prior, _, _, _ = build(bigrec_config(mini_ml100k, popularity_prior_weight=2.0, **device_keys(device)))
+    prior.load_trained_state_dict(plain.trained_state_dict())
+    plain.eval(), prior.eval()
+    assert (plain.ranking_label(), prior.ranking_label()) == ("LLM", "LLM + 2 x log popularity")
+    rows = first_batch(test_data, device)[[0, 0, 1]]
+    rows[plain.ITEM_ID] = torch.tensor([1, 2, 3], device=device)
+    _, train_data, _, _ = prepare_data(config)  # the whole training split (build's loader is the few-shot sample)
+    counts = torch.bincount(train_data._dataset.inter_feat["item_id"], minlength=plain.n_items).float()[1:] + 1.0
+    share = (counts / counts.sum()).log()[[0, 1, 2]].to(device)  # items 1, 2, 3
+    torch.testing.assert_close(prior.predict(rows) - plain.predict(rows), 2.0 * share, atol=1e-4, rtol=1e-4)
+
+
+def test_unknown_title_search_or_too_few_beams_is_refused(mini_ml100k):
+    with pytest.raises(ValueError, match="title_search must be one of constrained, grounding, got 'nearest'"):
+        build(bigrec_config(mini_ml100k, title_search="nearest"))
+    with pytest.raises(ValueError, match=r"larger than num_beams=4.*Use --num_beams=20"):
+        build(bigrec_config(mini_ml100k, num_beams=4))
+    build(bigrec_config(mini_ml100k, num_beams=4, title_search="grounding"))  # grounding ranks every item
+
+
 # -- grounding options: popularity and a conventional model's scores ---------------------------------------------
 def test_popularity_gamma_moves_popular_items_up(mini_ml100k, device):
     config = bigrec_config(mini_ml100k, model="BIGRec", popularity_gamma=1.0, **device_keys(device))
@@ -266,6 +320,14 @@ def test_blend_is_scale_free_and_leaves_padding_out(device):
     torch.testing.assert_close(blend_scores(llm * 0.01 - 3.0, other * 1000.0 + 5.0, 0.4), blended)
     assert blended[:, 0].eq(float("-inf")).all() and blended[:, 1:].min() >= 0 and blended[:, 1:].max() <= 1
     assert torch.equal(blend_scores(llm, other, 0.0)[:, 1:].argsort(), llm[:, 1:].argsort())
+
+
+def test_items_no_beam_reached_count_as_the_lowest_beam_in_a_blend():
+    inf = float("inf")
+    llm = torch.tensor([[-inf, -1.0, -3.0, -inf]])  # constrained beams reached items 1 and 2
+    other = torch.tensor([[-inf, 0.0, 0.0, 2.0]])
+    torch.testing.assert_close(blend_scores(llm, other, 0.5), torch.tensor([[-inf, 0.5, 0.0, 0.5]]),
+                               rtol=0, atol=1e-12)
 
 
 def test_checkpoint_of_a_blended_bigrec_holds_no_blend_tensors(mini_ml100k, sasrec_checkpoint, tmp_path, device):

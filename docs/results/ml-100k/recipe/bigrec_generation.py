@@ -1,6 +1,7 @@
-"""What a BIGRec model writes for test users, and where grounding then ranks the answer.
+"""What a BIGRec model writes freely for test users, and where grounding then ranks the answer.
 
-    python docs/results/ml-100k/recipe/bigrec_generation.py EARNBIGRec saved/EARNBIGRec-<date>.pth [key=value ...]
+    python docs/results/ml-100k/recipe/bigrec_generation.py EARNBIGRec saved/EARNBIGRec-<date>.pth \
+        title_search=grounding num_beams=4 [key=value ...]
 
 For the first 256 test users (full ranking, each user's past items left out, as the evaluator ranks): the share of
 generated texts that are exactly a catalog title, the share that are the user's answer, how many distinct texts
