@@ -72,9 +72,8 @@ class BIGRec(LLMRecommender):
         self.register_buffer("popularity", counts / counts.max().clamp(min=1.0), persistent=False)
         self._item_embeddings = None  # [n_items - 1, hidden], for the current weights
         self.blend = ScoreBlend.from_config(config, dataset)  # None unless blend_model_checkpoint is set
-        self.title_search = config["title_search"]
-        self.item_trie = None
-        if self.title_search == "constrained":  # every title ends with EOS, so no title is a prefix of another
+        self.item_trie = None  # set: constrained title search; None: grounding
+        if config["title_search"] == "constrained":  # every title ends with EOS, so no title is a prefix of another
             titles = [ids + [self.llm.eos_token_id] for ids in self.prompter.item_ids]
             self.item_trie = ItemTrie(titles, counts, prior_weight=config["popularity_prior_weight"] or 0.0)
 
