@@ -14,6 +14,7 @@ from recbole_earn.model.trained_setup import SETUP_KEY
 from recbole_earn.quick_start import prepare_data, run_earn
 from recbole_earn.trainer import few_shot_loader
 
+from llm_helpers import teacher_forced_score
 from recommender_helpers import assert_checkpoint_restores_scores, build, device_keys, first_batch, train
 
 
@@ -216,6 +217,41 @@ def test_popularity_prior_adds_the_weighted_log_share_of_training_answers(mini_m
     counts = torch.bincount(train_data._dataset.inter_feat["item_id"], minlength=plain.n_items).float()[1:] + 1.0
     share = (counts / counts.sum()).log()[[0, 1, 2]].to(device)  # items 1, 2, 3
     torch.testing.assert_close(prior.predict(rows) - plain.predict(rows), 2.0 * share, atol=1e-4, rtol=1e-4)
+
+
+def test_trie_normalised_scores_are_each_titles_probability_among_the_catalogs(mini_ml100k, device):
+    model, _, _, test_data = build(bigrec_config(mini_ml100k, beam_normalise="trie", **device_keys(device)))
+    model.eval()
+    users = first_batch(test_data, device)[[0]]
+    scores = model.full_sort_predict(users)[0]  # [n_items]
+    trie = model.item_trie.trie
+    prompt, eos = model.prompts(users)[0], model.llm.eos_token_id
+    for item in torch.isfinite(scores).nonzero().view(-1)[:4].tolist():
+        title = model.prompter.item_ids[item] + [eos]
+        assert scores[item].item() == pytest.approx(teacher_forced_score(model.llm, prompt, title, trie, "trie"),
+                                                    abs=1e-4)
+
+
+def test_trie_loss_is_the_mean_trie_normalised_title_loss_and_trains_lora(mini_ml100k):
+    model, train_data, _, _ = build(bigrec_config(mini_ml100k, loss_normalise="trie", beam_normalise="trie",
+                                                  lora_dropout=0.0))
+    rows = first_batch(train_data)[[0, 1, 2]]
+    loss = model.calculate_loss(rows)
+    eos, trie = model.llm.eos_token_id, model.item_trie.trie
+    titles = [model.prompter.item_ids[item] + [eos] for item in rows[model.ITEM_ID].tolist()]
+    expected = -sum(teacher_forced_score(model.llm, prompt, title, trie, "trie")
+                    for prompt, title in zip(model.prompts(rows), titles)) / sum(len(title) for title in titles)
+    assert loss.item() == pytest.approx(expected, abs=1e-4)
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora" in n)
+
+
+def test_unknown_normaliser_or_trie_loss_without_the_trie_is_refused(mini_ml100k):
+    with pytest.raises(ValueError, match="beam_normalise must be one of vocabulary, trie, got 'softmax'"):
+        build(bigrec_config(mini_ml100k, beam_normalise="softmax"))
+    with pytest.raises(ValueError, match="loss_normalise: trie needs the catalog's title trie.*--title_search="
+                                         "constrained"):
+        build(bigrec_config(mini_ml100k, loss_normalise="trie", title_search="grounding", num_beams=4))
 
 
 def test_unknown_title_search_or_too_few_beams_is_refused(mini_ml100k):

@@ -24,7 +24,8 @@ import torch
 from recbole_earn.data.prompts import BIGREC_TEMPLATE, HistoryPrompter, quote_title, tokenize, warn_if_beyond_context
 from recbole_earn.errors import ConfigError
 from recbole_earn.llm.pooled_beam_search import pooled_beam_search
-from recbole_earn.model.item_trie import ItemTrie, check_beams_cover_topk, check_prior_weight
+from recbole_earn.llm.trie_loss import trie_cross_entropy
+from recbole_earn.model.item_trie import ItemTrie, check_beams_cover_topk, check_normalisers, check_prior_weight
 from recbole_earn.model.llm_recommender import LLMRecommender
 from recbole_earn.model.score_blend import ScoreBlend
 
@@ -45,8 +46,13 @@ class BIGRec(LLMRecommender):
             raise ConfigError(f"title_search must be one of {', '.join(TITLE_SEARCHES)}, got "
                               f"{config['title_search']!r}")
         check_prior_weight(config)
+        check_normalisers(config)
         if config["title_search"] == "constrained":
             check_beams_cover_topk(config, "BIGRec with title_search: constrained")
+        elif (config["loss_normalise"] or "vocabulary") != "vocabulary":
+            raise ConfigError("loss_normalise: trie needs the catalog's title trie, which BIGRec builds for "
+                              "title_search: constrained; use --title_search=constrained or "
+                              "--loss_normalise=vocabulary")
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -72,6 +78,8 @@ class BIGRec(LLMRecommender):
         self.register_buffer("popularity", counts / counts.max().clamp(min=1.0), persistent=False)
         self._item_embeddings = None  # [n_items - 1, hidden], for the current weights
         self.blend = ScoreBlend.from_config(config, dataset)  # None unless blend_model_checkpoint is set
+        self.beam_normalise = config["beam_normalise"] or "vocabulary"
+        self.loss_normalise = config["loss_normalise"] or "vocabulary"
         self.item_trie = None  # set: constrained title search; None: grounding
         if config["title_search"] == "constrained":  # every title ends with EOS, so no title is a prefix of another
             titles = [ids + [self.llm.eos_token_id] for ids in self.prompter.item_ids]
@@ -81,8 +89,14 @@ class BIGRec(LLMRecommender):
         return [self.prompter.prompt_ids(history) for history in self.prompt_histories(interaction)]
 
     def calculate_loss(self, interaction):
-        responses = [self.prompter.item_text_ids(item) for item in interaction[self.POS_ITEM_ID].tolist()]
-        return self.llm.compute_loss(self.prompts(interaction), responses)
+        items = interaction[self.POS_ITEM_ID].tolist()
+        responses = [self.prompter.item_text_ids(item) for item in items]
+        if self.loss_normalise == "vocabulary":
+            return self.llm.compute_loss(self.prompts(interaction), responses)
+        # Each title token and its EOS scored among the titles that continue its prefix (EOS ends the trie's titles).
+        nodes = torch.tensor([node for item in items for node in self.item_trie.prefix_nodes(item)])
+        batch = self.llm.make_batch(self.prompts(interaction), responses)
+        return trie_cross_entropy(self.llm, batch, nodes, self.item_trie.trie)
 
     # -- inference: generate, then ground ------------------------------------------------------------------
     def generate_titles(self, interaction):
@@ -129,7 +143,8 @@ class BIGRec(LLMRecommender):
         """[B, n_items]: each constrained beam's log-probability (+ prior) at its item(s), -inf elsewhere; the
         user's past items are left out of the search when the evaluation leaves them out."""
         excluded = self.seen_items(interaction) if self.exclude_history else None
-        output = self.item_trie.search(self.llm, self.prompts(interaction), self.num_beams, excluded=excluded)
+        output = self.item_trie.search(self.llm, self.prompts(interaction), self.num_beams, excluded=excluded,
+                                       normalise=self.beam_normalise)
         self.record_generation(output, num_users=output.sequences.shape[0])
         return self.item_trie.scores(output)
 

@@ -9,9 +9,10 @@ import torch
 from torch import nn
 
 from recbole_earn.errors import ConfigError
-from recbole_earn.llm.decoding import constrained_beam_search
+from recbole_earn.llm.decoding import NORMALISERS, constrained_beam_search
 from recbole_earn.llm.scoring import candidate_log_probs
 from recbole_earn.llm.trie import TokenTrie
+from recbole_earn.llm.trie_loss import trie_prefix_nodes
 
 
 def check_beams_cover_topk(config, model_name):
@@ -21,6 +22,14 @@ def check_beams_cover_topk(config, model_name):
             f"topk {config['topk']} is larger than num_beams={config['num_beams']}: {model_name} ranks only the "
             f"items its constrained beam search reaches. Use --num_beams={max(config['topk'])} or a smaller --topk."
         )
+
+
+def check_normalisers(config):
+    """beam_normalise and loss_normalise name a softmax: over the whole vocabulary or over the trie's children."""
+    for knob in ("beam_normalise", "loss_normalise"):
+        normaliser = config[knob] or "vocabulary"
+        if normaliser not in NORMALISERS:
+            raise ConfigError(f"{knob} must be one of {', '.join(NORMALISERS)}, got {normaliser!r}")
 
 
 def check_prior_weight(config):
@@ -48,6 +57,13 @@ class ItemTrie(nn.Module):
         item_prior = self.prior_weight * torch.cat([torch.zeros(1), (weights / weights.sum()).log()])  # [n_items]
         self.register_buffer("node_log_prior", node_prior, persistent=False)
         self.register_buffer("item_log_prior", item_prior, persistent=False)
+        self._prefix_nodes = None  # per item, the trie node before each of its tokens; made when first asked for
+
+    def prefix_nodes(self, item):
+        """The trie node reached before each token of `item`'s sequence, root first (the trie-restricted loss)."""
+        if self._prefix_nodes is None:
+            self._prefix_nodes = [[]] + [trie_prefix_nodes(self.trie, ids) for ids in self.item_token_ids[1:]]
+        return self._prefix_nodes[item]
 
     def search(self, llm, prompts, num_beams, excluded=None, normalise="vocabulary"):
         """GenerationOutput of the constrained beam search; `excluded`: per prompt, trie indices (item - 1)."""

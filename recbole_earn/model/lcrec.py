@@ -32,10 +32,9 @@ from recbole_earn.errors import ConfigError
 from recbole_earn.indexing.collaborative import collaborative_vectors, matrix_digest, user_item_matrix
 from recbole_earn.indexing.item_index import IndexSettings, build_item_index
 from recbole_earn.llm.backbone import cache_root
-from recbole_earn.llm.decoding import NORMALISERS
 from recbole_earn.llm.eval_mode import eval_mode
-from recbole_earn.llm.trie_loss import FREE, trie_cross_entropy, trie_prefix_nodes
-from recbole_earn.model.item_trie import ItemTrie, check_beams_cover_topk, check_prior_weight
+from recbole_earn.llm.trie_loss import FREE, trie_cross_entropy
+from recbole_earn.model.item_trie import ItemTrie, check_beams_cover_topk, check_normalisers, check_prior_weight
 from recbole_earn.model.llm_recommender import LLMRecommender
 
 TASKS = ("seqrec", "item2index", "index2item")
@@ -85,10 +84,7 @@ class LCRec(LLMRecommender):
     def check_config(cls, config):
         """Refuse config values LC-Rec cannot run with; needs no model, so a group run checks before training."""
         super().check_config(config)
-        for knob in ("beam_normalise", "loss_normalise"):
-            normaliser = config[knob] or "vocabulary"
-            if normaliser not in NORMALISERS:
-                raise ConfigError(f"{knob} must be one of {', '.join(NORMALISERS)}, got {normaliser!r}")
+        check_normalisers(config)
         check_beams_cover_topk(config, "LC-Rec")
         if config["code_token_init"] not in CODE_TOKEN_INITS:
             raise ConfigError(
@@ -109,7 +105,6 @@ class LCRec(LLMRecommender):
         self.item_trie = ItemTrie(self.code_ids, self.training_item_counts(dataset),
                                   prior_weight=config["popularity_prior_weight"] or 0.0)
         self.trie = self.item_trie.trie
-        self.code_prefix_nodes = [[]] + [trie_prefix_nodes(self.trie, ids) for ids in self.code_ids[1:]]
 
         fields = {"item_noun": config["item_noun"] or "items",
                   "interaction_verb": config["interaction_verb"] or "interacted with"}
@@ -217,7 +212,7 @@ class LCRec(LLMRecommender):
             return self.llm.compute_loss(prompts, responses)
         # Code answers are scored among the trie's children, each response's EOS and titles over the vocabulary.
         nodes = [node for task, item, response in zip(tasks, items, responses)
-                 for node in (self.code_prefix_nodes[item] if task != "index2item" else [FREE] * len(response))
+                 for node in (self.item_trie.prefix_nodes(item) if task != "index2item" else [FREE] * len(response))
                  + [FREE]]
         return trie_cross_entropy(self.llm, self.llm.make_batch(prompts, responses), torch.tensor(nodes), self.trie)
 

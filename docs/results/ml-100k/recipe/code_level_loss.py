@@ -45,7 +45,7 @@ def level_losses(model, interactions, popularity):
                     losses[j]["model"].append(-float(log_probs[row, position, label]))
                     if j == len(code):
                         continue  # EOS
-                    node = model.code_prefix_nodes[items[start + row]][j]
+                    node = model.item_trie.prefix_nodes(items[start + row])[j]
                     allowed = model.trie.children_tokens[node]
                     allowed = allowed[allowed >= 0]
                     within = torch.log_softmax(log_probs[row, position, allowed], -1)
