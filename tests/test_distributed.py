@@ -25,8 +25,10 @@ def files_under(folder):
 
 @pytest.mark.slow
 def test_two_processes_train_and_evaluate_like_one(mini_ml100k, workdir):
+    # 5 beams and top-5 metrics: the test is about processes, and a 20-beam title search over every user is most
+    # of its time.
     values = dict(mini_ml100k["config"], llm_path="tiny-llama", epochs=1, train_sample_num=32, train_batch_size=8,
-                  eval_batch_size=16)
+                  eval_batch_size=16, num_beams=5, topk=[5], valid_metric="NDCG@5")
     config_file = workdir / "run.yaml"
     config_file.write_text(yaml.safe_dump(values))
     result = main(["--model=EARNBIGRec", f"--dataset={mini_ml100k['dataset']}", f"--config_files={config_file}",

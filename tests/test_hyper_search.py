@@ -11,7 +11,9 @@ from recbole_earn.quick_start import run_earn
 
 
 def llm_settings(mini):
-    return dict(mini["config"], llm_path="tiny-llama", epochs=1, train_sample_num=16, eval_batch_size=32)
+    # 10 beams and top-10 metrics: the searches are tested, and a 20-beam title search per trial is most of the time.
+    return dict(mini["config"], llm_path="tiny-llama", epochs=1, train_sample_num=16, eval_batch_size=32,
+                num_beams=10, topk=[10])
 
 
 def write_search(tmp_path, **content):
