@@ -71,9 +71,9 @@ def title_losses(model, rows):
 
 
 @torch.no_grad()
-def search_outcomes(model, rows, popularity):
+def search_outcomes(model, rows, popularity, losses):
     """(per row: (outcome, ndcg@10 of the beams, ndcg@10 of the popularity count, probability of the prompt's
-    movies, probability of the beams' movies), seconds of the search)."""
+    movies, probability of the beams' movies), seconds of the search); `losses`: the rows' `title_losses`."""
     items = rows[model.ITEM_ID].tolist()
     prompts = model.prompts(rows)
     excluded = model.seen_items(rows) if model.exclude_history else [[] for _ in items]
@@ -82,12 +82,9 @@ def search_outcomes(model, rows, popularity):
                                     normalise=model.beam_normalise)
     seconds = time.perf_counter() - start
     beams = model.item_trie.scores(output).cpu()  # [B, n_items]
-    trie, ids = model.item_trie, model.item_trie.item_token_ids
-    if model.beam_normalise == "vocabulary":
-        target = model.llm.response_log_probs(prompts, [ids[item] for item in items]).cpu()  # [B]
-    else:
-        target = -torch.tensor([within for _, within, _ in title_losses(model, rows)])
-    target = target + trie.item_log_prior.cpu()[items]
+    # The right movie's score as the search scores it: its title's log-probability under the search's softmax.
+    column = 0 if model.beam_normalise == "vocabulary" else 1
+    target = -torch.tensor([loss[column] for loss in losses]) + model.item_trie.item_log_prior.cpu()[items]  # [B]
     last_beam = output.scores[:, -1].float().cpu()
     beam_mass = output.scores.float().exp().sum(1).cpu()  # [B]: probability of the beams' (unseen) movies
     history_mass = prompt_movies_mass(model, prompts, model.prompt_histories(rows))
@@ -133,8 +130,9 @@ def main(argv):
     losses, outcomes, seconds = [], [], 0.0
     for start in range(0, len(rows), BATCH):
         part = rows[torch.arange(start, min(start + BATCH, len(rows)))].to(model.llm.registers.device)
-        losses += title_losses(model, part)
-        part_outcomes, part_seconds = search_outcomes(model, part, counts[None])
+        part_losses = title_losses(model, part)
+        part_outcomes, part_seconds = search_outcomes(model, part, counts[None], part_losses)
+        losses += part_losses
         outcomes, seconds = outcomes + part_outcomes, seconds + part_seconds
     items = rows[model.ITEM_ID].tolist()
     mean = lambda values: sum(values) / len(values)  # noqa: E731
