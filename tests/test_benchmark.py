@@ -196,8 +196,10 @@ def test_limits_summary_sets_each_cell_beside_its_limits(result):
                                                                         row["limit_kv_reduction"])
         assert entry["step_ms"] == row["decode_ms_per_token"]
         assert entry["floor_ms"] == floors.get(entry["workload"])  # prefill decodes nothing: no floor
+        if entry["floor_ms"] is not None:
+            assert entry["step_over_floor"] == pytest.approx(entry["step_ms"] / entry["floor_ms"])
     text = format_limits(entries, 4)
-    assert text.startswith("# Limits at k = 1") and "ceiling" in text and "floor" in text
+    assert text.startswith("# Limits at k = 1") and "ceiling" in text and "floor" in text and "x_floor" in text
     assert "MET" not in text
 
 

@@ -13,6 +13,7 @@ SCRIPT = os.path.join(REPO, "tools", "gpu_check.sh")
 
 def run_check(results, run_args, tests="tests/test_llm_split_forward.py -k test_vanilla_k_equals_plain_hf_model"):
     env = dict(os.environ, GPU_CHECK_DEVICE="cpu", GPU_CHECK_TESTS=tests, GPU_CHECK_ARCHS="tiny-llama",
+               GPU_CHECK_EAGER_ARCHS="tiny-llama",
                GPU_CHECK_BENCH_ARGS="--lengths 24 --batches 1 --k_fractions 2 --repeats 1 --workloads lcrec "
                                     "--no_generate",
                GPU_CHECK_RUN_ARGS=run_args, GPU_CHECK_TIMEOUTS="120 120 240")
@@ -34,13 +35,16 @@ def test_every_part_runs_and_reports(mini_ml100k, tmp_path):
     summary = (results / "summary.txt").read_text()
     assert done.returncode == 0, summary + done.stderr
     assert "device cpu" in summary and "torch" in summary
-    for part in ("a. tests on cpu: exit 0", "b. benchmark tiny-llama: exit 0", "c. EARNLCRec: exit 0"):
+    for part in ("a. tests on cpu: exit 0", "b. benchmark tiny-llama: exit 0",
+                 "b. benchmark tiny-llama, eager decoding: exit 0", "c. EARNLCRec: exit 0"):
         assert part in summary
     assert "2 passed" in (results / "tests.log").read_text()
     rows = json.loads((results / "benchmark-tiny-llama.json").read_text())
     assert {row["method"] for row in rows} >= {"vanilla", "earn"} and all(row["e2e_ms"] > 0 for row in rows)
     assert "test result" in (results / "run_earn.log").read_text()
-    assert sorted(os.listdir(results)) == ["benchmark-tiny-llama.json", "benchmark-tiny-llama.md", "run_earn.log",
+    assert "decode mode growing" in (results / "benchmark-tiny-llama-growing.md").read_text()
+    assert sorted(os.listdir(results)) == ["benchmark-tiny-llama-growing.json", "benchmark-tiny-llama-growing.md",
+                                           "benchmark-tiny-llama.json", "benchmark-tiny-llama.md", "run_earn.log",
                                            "summary.txt", "tests.log"]  # RecBole's log/ and saved/ stay out
 
 

@@ -257,10 +257,25 @@ def test_inference_compression_knobs_shrink_the_prompt_or_its_cache(mini_ml100k)
     assert short.prompt_histories(users) == histories
 
 
+def test_fixed_buffer_decoding_ranks_as_the_growing_cache(mini_ml100k):
+    """decode_mode "slots" (what a GPU replays as a CUDA graph) gives the full ranking of the growing cache."""
+    model, _, _, test_data = build(lcrec_config(mini_ml100k, decode_mode="slots"))
+    assert model.llm.decode_mode == "slots"
+    users = first_batch(test_data)
+    model.eval()
+    on_slots = model.full_sort_predict(users)
+    model.llm.decode_mode = "growing"
+    growing = model.full_sort_predict(users)
+    assert torch.equal(torch.isfinite(on_slots), torch.isfinite(growing))
+    torch.testing.assert_close(on_slots[torch.isfinite(growing)], growing[torch.isfinite(growing)])
+
+
 @pytest.mark.parametrize("knobs,message", [
     ({"kv_press": "h2o", "kv_press_budget": 0.5}, "kv_press must be one of streaming_llm, snapkv"),
     ({"kv_press": "snapkv"}, "needs kv_press_budget"),
     ({"inference_history_length": 0}, "inference_history_length must be an integer >= 1"),
+    ({"decode_mode": "compiled"}, "decode_mode must be one of auto, growing, slots, graph"),
+    ({"decode_mode": "graph"}, "decode_mode='graph' needs a CUDA device"),
 ])
 def test_bad_inference_compression_knobs_are_refused(mini_ml100k, knobs, message):
     with pytest.raises(ValueError, match=message):

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The device check on one GPU: (a) the engine's equivalence tests and every device-parametrised test on CUDA,
 # (b) the efficiency benchmark at 7B scale (llama-7b-arch, qwen2.5-7b-arch: published configs, random weights,
-# bf16, with the compression baselines), (c) a short RecBole run of EARNLCRec on ml-100k (tiny-llama preset, bf16)
+# bf16, with the compression baselines; decoding steps replayed as CUDA graphs, and for llama-7b-arch also eager
+# on the growing cache, the engine's decoding without graphs, for comparison), (c) a short RecBole run of EARNLCRec on ml-100k (tiny-llama preset, bf16)
 # on CUDA. Each part runs under its own timeout, so one failure leaves the others' results; summary.txt lists
 # every part's exit status.
 #
@@ -16,6 +17,7 @@
 #   GPU_CHECK_DEVICE       cuda | cpu
 #   GPU_CHECK_TESTS        pytest arguments of part (a)
 #   GPU_CHECK_ARCHS        backbones of part (b)
+#   GPU_CHECK_EAGER_ARCHS  backbones of part (b) also timed with eager decoding (--decode_mode growing)
 #   GPU_CHECK_BENCH_ARGS   benchmark arguments of part (b)
 #   GPU_CHECK_RUN_ARGS     run_earn.py arguments of part (c)
 #   GPU_CHECK_TIMEOUTS     seconds for (a), each backbone of (b), and (c)
@@ -28,6 +30,7 @@ python=${PYTHON:-python3}
 device=${GPU_CHECK_DEVICE:-cuda}
 tests=${GPU_CHECK_TESTS:--m cuda tests/test_llm_split_forward.py tests/test_llm_decoding.py tests}
 archs=${GPU_CHECK_ARCHS:-llama-7b-arch qwen2.5-7b-arch}
+eager_archs=${GPU_CHECK_EAGER_ARCHS-llama-7b-arch}
 bench_args=${GPU_CHECK_BENCH_ARGS:-"--dtype bfloat16 --lengths 600 --batches 1,8 --k_fractions 8,4 \
 --generate_max_tokens 0 --press_budget 0.5"}
 run_args=${GPU_CHECK_RUN_ARGS:-"--dataset=ml-100k --llm_path=tiny-llama --llm_dtype=bfloat16 \
@@ -72,6 +75,11 @@ part "a. tests on $device" "$tests_s" "$results/tests.log" "$python" -m pytest -
 for arch in $archs; do
   part "b. benchmark $arch" "$bench_s" "$results/benchmark-$arch.md" "$python" -m recbole_earn.benchmark efficiency \
     --device "$device" --llm_path "$arch" --json "$results/benchmark-$arch.json" $bench_args
+done
+for arch in $eager_archs; do
+  part "b. benchmark $arch, eager decoding" "$bench_s" "$results/benchmark-$arch-growing.md" "$python" -m \
+    recbole_earn.benchmark efficiency --device "$device" --llm_path "$arch" \
+    --json "$results/benchmark-$arch-growing.json" $bench_args --decode_mode growing --no_generate
 done
 gpu=--use_gpu=True
 [ "$device" = cpu ] && gpu=--use_gpu=False

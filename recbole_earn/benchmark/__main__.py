@@ -56,6 +56,9 @@ def build_parser():
     eff.add_argument("--press_budget", type=_press_budget, default=None,
                      help="also time the compression baselines (StreamingLLM, SnapKV, SkipLayers at each k, EARN + "
                           "SnapKV), each press keeping this share in (0, 1) or this count of every prompt's tokens")
+    eff.add_argument("--decode_mode", default="auto", choices=["auto", "growing", "slots", "graph"],
+                     help="how the engine runs decoding steps: on a growing cache (eager), on fixed buffers "
+                          "(eager), or on them replayed as a CUDA graph; auto = graph on CUDA, growing elsewhere")
     eff.add_argument("--no_generate", action="store_true", help="skip the transformers generate() baseline")
     eff.add_argument("--generate_max_tokens", type=int, default=None,
                      help="skip a generate() case whose prompt tokens (batch x beams x L: generate runs the prompt "
@@ -102,7 +105,8 @@ def main(argv=None):
     print_header(args, backbone, ks, repeats, cap)
     result = run_benchmark(backbone, tokenizer, cases, ks, repeats=repeats, plain_backbone=plain,
                            generate_max_tokens=cap or None, log=lambda s: print(s, file=sys.stderr, flush=True),
-                           beam_normalise=args.beam_normalise, press_budget=args.press_budget)
+                           beam_normalise=args.beam_normalise, press_budget=args.press_budget,
+                           decode_mode=args.decode_mode)
     print_rows(result)
     print_limits(backbone, result["rows"], N)
     if args.json:
@@ -181,7 +185,7 @@ def print_header(args, backbone, ks, repeats, cap):
         f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs, {platform.machine()}"
     print(f"# EARN efficiency benchmark: {args.llm_path} (N={config.num_hidden_layers} layers, {config.hidden_size} "
           f"hidden), {args.dtype}, torch {torch.__version__}, {where}; k in {ks}; repeats {repeats} (median; a warm-up run per method, workload "
-          f"and batch); generate cap {cap or 'none'}")
+          f"and batch); generate cap {cap or 'none'}; decode mode {args.decode_mode}")
     print("# workloads: prefill; bigrec = 16 new tokens, 4 beams; lcrec = 4 new tokens, 20 beams, trie of 1682 "
           f"4-token codes over 1024 ids, scores normalised over the {args.beam_normalise}. L = BOS + prompt tokens. "
           "R = 2 registers.", flush=True)

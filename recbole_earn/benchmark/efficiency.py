@@ -257,9 +257,10 @@ def run_benchmark(backbone, tokenizer, cases: Sequence[Case], ks: Sequence[int],
                   plain_backbone=None, generate_max_tokens: Optional[int] = 50_000, n_items: int = 1682,
                   warmup: bool = True, seed: int = 0, log: Callable[[str], None] = print,
                   titles: Optional[Sequence[str]] = None, beam_normalise: str = "vocabulary",
-                  press_budget: Optional[float] = None) -> Dict:
+                  press_budget: Optional[float] = None, decode_mode: str = "auto") -> Dict:
     """Time every case for vanilla, each EARN k, (if `plain_backbone`) generate() and (with `press_budget`) the
-    compression baselines. Each method gets one untimed
+    compression baselines, every engine method decoding in `decode_mode` (slot_decoding.py). Each method gets one
+    untimed
     warm-up run per (workload, batch) the first time it meets it (cases in ascending L: the cheapest one), then
     `repeats` timed runs, interleaved across methods; medians are reported. Returns
     {"rows": [...], "skipped": [...], "exact_kv": bool}: rows with exactly ROW_KEYS."""
@@ -268,6 +269,8 @@ def run_benchmark(backbone, tokenizer, cases: Sequence[Case], ks: Sequence[int],
     vocab_size = backbone.config.vocab_size
     titles = list(titles) if titles is not None else movie_titles()
     models = engine_models(backbone, tokenizer, ks, seed, press_budget)
+    for _, _, model in models:
+        model.decode_mode = decode_mode
     sequences = semantic_id_sequences(n_items=n_items, seed=seed)
     trie = TokenTrie(sequences)
     rows, skipped, exact_kv = [], [], True

@@ -46,7 +46,8 @@ class AddedTokenRows(nn.Module):
         """[..., hidden] embeddings of token_ids [...], new ids from the added rows."""
         is_new = token_ids >= self.first_id
         base = base_embedding(token_ids.clamp(max=self.first_id - 1))
-        if not bool(is_new.any()):
+        capturing = token_ids.is_cuda and torch.cuda.is_current_stream_capturing()  # a CUDA graph cannot sync
+        if not capturing and not bool(is_new.any()):
             return base
         new = self.input_rows[(token_ids - self.first_id).clamp(min=0)].to(base.dtype)
         return torch.where(is_new.unsqueeze(-1), new, base)

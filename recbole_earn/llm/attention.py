@@ -23,7 +23,8 @@ def _shared_prefix_attention(module, query, beam_keys, beam_values, cache, scali
 
     query:        [B*nb, H, 1, d]    (nb beams per prompt, H query heads = kvh * G)
     shared K/V:   [B, kvh, P, d]     with additive mask [B, 1, 1, P] or None
-    beam K/V:     [B*nb, kvh, t, d]  (already holds this step's key)
+    beam K/V:     [B*nb, kvh, t, d]  (already holds this step's key; with beam slots t = T slots, those not
+                                      written yet hidden by the cache's beam_mask [1, 1, 1, T])
     returns       [B*nb, 1, H, d]    (the layout every transformers attention function returns)
     """
     layer = module.layer_idx
@@ -49,6 +50,8 @@ def _shared_prefix_attention(module, query, beam_keys, beam_values, cache, scali
 
     q_beam = query.view(beams_total, kv_heads, groups, head_dim)
     scores_beam = torch.matmul(q_beam, beam_keys.transpose(-1, -2))  # [B*nb, kvh, G, t]
+    if cache.beam_mask is not None:
+        scores_beam = scores_beam + cache.beam_mask
 
     weights = torch.softmax(torch.cat([scores_shared, scores_beam], dim=-1), dim=-1, dtype=torch.float32)
     weights = weights.to(query.dtype)

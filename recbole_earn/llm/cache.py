@@ -10,9 +10,18 @@ generated part] (see attention.py). Reordering beams after a step only moves the
 
 The decoder layers call `update(keys, values, layer_idx)` exactly as they would on a transformers Cache: during
 prefill it stores the shared part, during decoding it appends to the per-beam part and returns it.
+
+With beam slots (`use_beam_slots`, for CUDA graphs: see slot_decoding.py) every tensor keeps its shape and address
+while decoding: the per-beam part is T preallocated slots [B * beams, kv_heads, T, head_dim], a step writes slot
+`write_position`, and `beam_mask` hides the slots not written yet from attention.
 """
 
 import torch
+
+
+def _held_bytes(tensor, length):
+    """Bytes of the first `length` positions of keys or values [..., positions, d] (0 for None)."""
+    return 0 if tensor is None else tensor[..., :length, :].numel() * tensor.element_size()
 
 
 class EARNCache:
@@ -25,6 +34,10 @@ class EARNCache:
         self.beam_values = [None] * num_layers
         self.prefilling = True
         self.num_beams = 1
+        self.write_position = None  # [1] long: the slot a decoding step writes (with beam slots only)
+        self.beam_mask = None  # additive [1, 1, 1, T]: 0 on slots written so far, dtype min on the rest
+        self.slots_filled = 0  # slots written so far (the per-beam length, with beam slots)
+        self.shared_lengths = None  # per layer, the real prompt length when the shared buffers are padded
 
     # -- the interface the decoder layers use ------------------------------------------------------------------
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
@@ -32,7 +45,10 @@ class EARNCache:
             self.shared_keys[layer_idx] = key_states
             self.shared_values[layer_idx] = value_states
             return key_states, value_states
-        if self.beam_keys[layer_idx] is None:
+        if self.write_position is not None:  # fixed slots: write in place, hand back every slot (masked)
+            self.beam_keys[layer_idx].index_copy_(2, self.write_position, key_states)
+            self.beam_values[layer_idx].index_copy_(2, self.write_position, value_states)
+        elif self.beam_keys[layer_idx] is None:
             self.beam_keys[layer_idx] = key_states
             self.beam_values[layer_idx] = value_states
         else:
@@ -54,19 +70,35 @@ class EARNCache:
                 if self.shared_mask[i] is not None:
                     self.shared_mask[i] = self.shared_mask[i].repeat_interleave(num_beams, dim=0)
 
+    def use_beam_slots(self, shared_keys, shared_values, shared_mask, beam_keys, beam_values, write_position,
+                       shared_lengths):
+        """Decode into fixed buffers (each list per layer): the shared part as given (padded past `shared_lengths`
+        and hidden there by `shared_mask`), the per-beam part in slots [B * beams, kvh, T, d], the step's slot
+        at `write_position` [1]. The caller sets `beam_mask` for each step."""
+        self.shared_keys, self.shared_values, self.shared_mask = shared_keys, shared_values, shared_mask
+        self.beam_keys, self.beam_values = beam_keys, beam_values
+        self.write_position, self.shared_lengths, self.slots_filled = write_position, shared_lengths, 0
+
     def reorder_beams(self, flat_beam_index):
         """Keep per-beam rows `flat_beam_index` ([B * beams], indices into B * beams) after a beam-search step."""
         for i in range(self.num_layers):
-            if self.beam_keys[i] is not None:
+            if self.write_position is not None:  # in place: the slots keep their address
+                self.beam_keys[i].copy_(self.beam_keys[i].index_select(0, flat_beam_index))
+                self.beam_values[i].copy_(self.beam_values[i].index_select(0, flat_beam_index))
+            elif self.beam_keys[i] is not None:
                 self.beam_keys[i] = self.beam_keys[i].index_select(0, flat_beam_index)
                 self.beam_values[i] = self.beam_values[i].index_select(0, flat_beam_index)
 
     # -- sizes, for tests and benchmarks ----------------------------------------------------------------------
     def shared_length(self, layer_idx):
+        if self.shared_lengths is not None:
+            return self.shared_lengths[layer_idx]
         keys = self.shared_keys[layer_idx]
         return 0 if keys is None else keys.shape[-2]
 
     def beam_length(self, layer_idx):
+        if self.write_position is not None:
+            return self.slots_filled
         keys = self.beam_keys[layer_idx]
         return 0 if keys is None else keys.shape[-2]
 
@@ -75,14 +107,13 @@ class EARNCache:
         return [(self.shared_length(i), self.beam_length(i)) for i in range(self.num_layers)]
 
     def layer_bytes(self):
-        """Per layer: bytes of keys + values actually held (shared part once per prompt, generated part per beam)."""
+        """Per layer: bytes of keys + values the decoding holds (shared part once per prompt, generated part per beam;
+        with beam slots, the real prompt and the slots written so far, not the buffers' padding)."""
         sizes = []
         for i in range(self.num_layers):
-            total = 0
-            for tensor in (self.shared_keys[i], self.shared_values[i], self.beam_keys[i], self.beam_values[i]):
-                if tensor is not None:
-                    total += tensor.numel() * tensor.element_size()
-            sizes.append(total)
+            shared, beam = self.shared_length(i), self.beam_length(i)
+            sizes.append(_held_bytes(self.shared_keys[i], shared) + _held_bytes(self.shared_values[i], shared)
+                         + _held_bytes(self.beam_keys[i], beam) + _held_bytes(self.beam_values[i], beam))
         return sizes
 
     def nbytes(self):

@@ -19,6 +19,7 @@ from typing import List, Optional, Sequence
 import torch
 
 from .eval_mode import eval_mode
+from .slot_decoding import ChosenTokenDecoder
 from .timing import device_clock
 from .trie import TokenTrie
 
@@ -214,21 +215,10 @@ def _advance(beams, scores, source, column, cand_tokens, cand_nodes, trie, eos, 
     return _Beams(scores, finished, lengths, nodes, torch.cat([history, token[..., None]], dim=-1)), token
 
 
-def decode_chosen_tokens(model, cache, prefix_lengths, source, token, step):
-    """Run the tokens chosen at `step` [B, nb], each extending beam `source` [B, nb] of its prompt, through all
-    layers; the per-beam cache follows its beams first (at step 0 every beam extends the prompt). [B*nb, hidden]"""
-    batch, nb = token.shape
-    if step > 0:
-        first_rows = torch.arange(batch, device=token.device)[:, None] * nb  # [B, 1] each prompt's first beam row
-        cache.reorder_beams((first_rows + source).view(-1))
-    positions = (prefix_lengths[:, None] + step).expand(batch, nb).reshape(-1)  # [B*nb]
-    return model.decode_step(cache, token.reshape(-1), positions)
-
-
 def _beam_search(model, prompts, nb, max_new_tokens, trie, eos, pad, share_prompt_cache=True, banned=None,
                  normalise="vocabulary", prior=None):
     """Prefill once, then per step: candidate log-probabilities, select the nb best, advance the beams, and run
-    the chosen tokens through all layers (the per-beam cache follows its beams first)."""
+    the chosen tokens through all layers (the per-beam cache follows its beams first; see slot_decoding.py)."""
     device = model.registers.device
     start = device_clock(device)
     prefill = model.prefill(prompts)
@@ -236,6 +226,7 @@ def _beam_search(model, prompts, nb, max_new_tokens, trie, eos, pad, share_promp
     start = time.perf_counter()
     cache = prefill.cache
     cache.start_decoding(nb, share_prompt=share_prompt_cache)
+    decode_chosen_tokens = ChosenTokenDecoder(model, prefill, max_steps=max_new_tokens - 1)
     batch = len(prompts)
     beams = _Beams.start(batch, nb, device)
     hidden = prefill.last_hidden  # [B, hidden] at step 0 (all beams of a prompt are the same), then [B*nb, hidden]
@@ -247,7 +238,7 @@ def _beam_search(model, prompts, nb, max_new_tokens, trie, eos, pad, share_promp
         beams, token = _advance(beams, scores, source, column, cand_tokens, cand_nodes, trie, eos, pad)
         if step == max_new_tokens - 1 or bool(beams.finished.all()):
             break
-        hidden = decode_chosen_tokens(model, cache, prefill.prefix_lengths, source, token, step)  # [B*nb, hidden]
+        hidden = decode_chosen_tokens(source, token, step)  # [B*nb, hidden]
         steps += 1
 
     return GenerationOutput(

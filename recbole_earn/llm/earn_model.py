@@ -12,6 +12,7 @@ The same loop serves training (loss on the response), prefill (writes the uneven
 
 import functools
 import inspect
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -90,9 +91,17 @@ class EARNModel(nn.Module):
         # SkipLayers at inference: prompts run through layers [0, prompt_layers) only (None: earn_k, as trained);
         # the later layers see the registers or, without any, the last prompt token.
         self.prompt_layers = None
+        # How beam searches run their decoding steps (slot_decoding.py): "auto" replays them as CUDA graphs on a
+        # GPU; the graphs and their fixed buffers are kept per layout in `slot_decoders`.
+        self.decode_mode = "auto"
+        self.slot_decoders = OrderedDict()
         install_earn_attention(lm)
         install_weight_major_linear(lm)  # decoding steps' few rows stream the weights faster (small_batch_linear.py)
         self._cache_kwarg = cache_keyword(lm.model.layers[0])
+
+    def _apply(self, fn, *args, **kwargs):
+        self.slot_decoders.clear()  # moved or cast tensors: the graphs would replay on the old addresses
+        return super()._apply(fn, *args, **kwargs)
 
     # -- the backbone's own modules, reached through a peft wrapper if there is one ------------------------------
     @property

@@ -16,8 +16,9 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .decoding import GenerationOutput, decode_chosen_tokens
+from .decoding import GenerationOutput
 from .eval_mode import eval_mode
+from .slot_decoding import ChosenTokenDecoder
 from .timing import device_clock
 
 
@@ -70,6 +71,7 @@ def _search(model, prompts, nb, max_new_tokens, length_penalty, eos):
     start = device_clock(device)
     cache = prefill.cache
     cache.start_decoding(nb)
+    decode_chosen_tokens = ChosenTokenDecoder(model, prefill, max_steps=max_new_tokens - 1)
     batch = len(prompts)
     pool = _Pool(batch, nb, max_new_tokens, model.pad_token_id, device)
     live = torch.full((batch, nb), float("-inf"), device=device)  # [B, nb] summed log-probabilities
@@ -97,7 +99,7 @@ def _search(model, prompts, nb, max_new_tokens, length_penalty, eos):
         gaining = gaining & ~pool.cannot_improve(live[:, 0], length, length_penalty)
         if last or not bool(gaining.any()) or bool(ends.all()):
             break
-        hidden = decode_chosen_tokens(model, cache, prefill.prefix_lengths, source, token, step)  # [B*nb, hidden]
+        hidden = decode_chosen_tokens(source, token, step)  # [B*nb, hidden]
         steps += 1
     return GenerationOutput(
         sequences=pool.sequences[..., : int(pool.lengths.max())],

@@ -1,4 +1,4 @@
-"""A faster fp32 linear layer for the few rows of a decoding step, on CPU.
+"""A faster fp32 linear layer for the few rows of a decoding step, on CPU (other devices take F.linear).
 
 A decoding step multiplies a handful of rows (one per beam) by every weight matrix: it is bound by reading the
 weights, and the layout of the product decides how well MKL's sgemm streams them. Measured on a 2-core AVX-512
@@ -33,7 +33,8 @@ _active = threading.local()
 
 class WeightMajorLinear(nn.Linear):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if getattr(_active, "depth", 0) and input.dtype == torch.float32 and self.weight.dtype == torch.float32:
+        if getattr(_active, "depth", 0) and input.dtype == torch.float32 and self.weight.dtype == torch.float32 \
+                and input.device.type == "cpu":
             rows = input.numel() // input.shape[-1] if input.dim() else 0
             if MIN_ROWS <= rows <= MAX_ROWS:
                 out = (self.weight @ input.reshape(rows, input.shape[-1]).t()).t()  # [rows, out]

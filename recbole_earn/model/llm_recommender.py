@@ -20,6 +20,7 @@ from recbole_earn.llm.backbone import base_causal_lm, load_backbone, prepare_for
 from recbole_earn.llm.config import EARNConfig
 from recbole_earn.llm.earn_model import EARNModel
 from recbole_earn.llm.kv_press import press_from_settings
+from recbole_earn.llm.slot_decoding import resolved_decode_mode
 from recbole_earn.model.trained_setup import SETUP_KEY, CheckpointMismatchError, check_trained_setup, trained_setup
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -54,6 +55,16 @@ def kv_press_from(config):
                                    sinks=config["kv_press_sinks"])
     except ValueError as error:
         raise ConfigError(str(error)) from None
+
+
+def decode_mode_from(config):
+    """How beam searches run their decoding steps (`decode_mode`), refused with the knob's name when wrong."""
+    mode = config["decode_mode"] or "auto"
+    try:
+        resolved_decode_mode(mode, config["device"] or "cpu")
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    return mode
 
 
 def prompt_layers_from(skip_from, num_layers):
@@ -97,6 +108,7 @@ class LLMRecommender(SequentialRecommender):
         """Refuse config values the model cannot run with; needs no model, so a group run checks before training."""
         kv_press_from(config)
         check_history_length(config["inference_history_length"])
+        decode_mode_from(config)
 
     def __init__(self, config, dataset):
         refuse_training_nothing(config, type(self))
@@ -130,6 +142,7 @@ class LLMRecommender(SequentialRecommender):
         # Inference-time compression, the baselines EARN is measured against: of the prompt's KV, or of the prompt.
         self.llm.kv_press = kv_press_from(config)
         self.llm.prompt_layers = prompt_layers_from(config["skip_prompt_layers_from"], num_layers)
+        self.llm.decode_mode = decode_mode_from(config)
         self.inference_history_length = config["inference_history_length"]
         self.exclude_history = bool(config["exclude_history_items"])
         self.training_items = training_items_by_user(dataset, self.USER_ID, self.ITEM_ID, self.ITEM_SEQ)
