@@ -150,3 +150,37 @@ def test_decode_modes_resolve_by_device():
     assert resolved_decode_mode("slots", "cpu") == "slots"
     with pytest.raises(ValueError, match="decode_mode must be one of"):
         resolved_decode_mode("compiled", "cpu")
+
+
+def _replay_eagerly(run):
+    """CPU stand-in for cuda_graph.run_then_capture, for a `run` without side effects: the "graph" is run itself,
+    and a replay recomputes its outputs into the tensors the first recording returned (as a CUDA graph does)."""
+    class Replay:
+        def replay(self):
+            for held, fresh in zip(outputs, run()):
+                held.copy_(fresh)
+
+    output, outputs = run(), run()
+    return output, Replay(), outputs
+
+
+@pytest.mark.parametrize("k", [0, 2])
+def test_prefill_register_layers_as_a_graph_equal_the_eager_layers(k, device, monkeypatch):
+    """Layers [k, N) at prefill, recorded once per shape and replayed for later batches, give the eager hidden
+    states and KV cache (on a CPU, the graph is replaced by re-running what it records)."""
+    from recbole_earn.llm import EARNCache, cuda_graph
+
+    if device.type != "cuda":
+        monkeypatch.setattr(cuda_graph, "run_then_capture", _replay_eagerly)
+    model = earn_model(earn_k=k, device=device)
+    for seed in (1, 2):  # the first batch records, the second (same shape) replays
+        batch = model.make_batch(random_prompts(3, 5, 9, seed=seed))
+        eager, graphed = EARNCache(model.num_layers), EARNCache(model.num_layers)
+        with torch.no_grad():
+            expected = model.split_forward(batch, eager)
+            hidden = model.split_forward(batch, graphed, graph_later_layers=True)
+        torch.testing.assert_close(hidden, expected)
+        for layer in range(model.num_layers):
+            torch.testing.assert_close(graphed.shared_keys[layer], eager.shared_keys[layer])
+            torch.testing.assert_close(graphed.shared_values[layer], eager.shared_values[layer])
+    assert len(model.register_graphs) == 1

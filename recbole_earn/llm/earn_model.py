@@ -25,6 +25,8 @@ from .backbone import base_causal_lm, check_supported
 from .batch import IGNORE_INDEX, EARNBatch, build_batch, causal_mask, padding_mask
 from .cache import EARNCache
 from .config import EARNConfig
+from .cuda_graph import register_layers_graph
+from .slot_decoding import resolved_decode_mode
 from .small_batch_linear import WeightMajorLinear, install_weight_major_linear, weight_major_linear
 
 
@@ -95,12 +97,14 @@ class EARNModel(nn.Module):
         # GPU; the graphs and their fixed buffers are kept per layout in `slot_decoders`.
         self.decode_mode = "auto"
         self.slot_decoders = OrderedDict()
+        self.register_graphs = OrderedDict()  # the prefill's layers [k, N) as CUDA graphs, per shape (graph mode)
         install_earn_attention(lm)
         install_weight_major_linear(lm)  # decoding steps' few rows stream the weights faster (small_batch_linear.py)
         self._cache_kwarg = cache_keyword(lm.model.layers[0])
 
     def _apply(self, fn, *args, **kwargs):
         self.slot_decoders.clear()  # moved or cast tensors: the graphs would replay on the old addresses
+        self.register_graphs.clear()
         return super()._apply(fn, *args, **kwargs)
 
     # -- the backbone's own modules, reached through a peft wrapper if there is one ------------------------------
@@ -189,10 +193,11 @@ class EARNModel(nn.Module):
         return hidden
 
     def split_forward(self, batch: EARNBatch, cache: Optional[EARNCache] = None, observer=None,
-                      k: Optional[int] = None) -> torch.Tensor:
+                      k: Optional[int] = None, graph_later_layers: bool = False) -> torch.Tensor:
         """Final (normed) hidden states at the kept positions, [B, K, hidden]. With a cache, records the prefill KV.
         observer(layer, query, key, scaling), if given, sees every layer < k's queries and keys (after rotary).
-        k: the layer from which only kept tokens go on (default earn_k)."""
+        k: the layer from which only kept tokens go on (default earn_k). graph_later_layers (inference on CUDA):
+        layers [k, N) run as a replayed CUDA graph (cuda_graph.py)."""
         k = self.earn_k if k is None else k
         hidden = self.input_embeddings(batch)  # [B, S, hidden]
         if k > 0:
@@ -205,6 +210,9 @@ class EARNModel(nn.Module):
         if k < self.num_layers:
             short_positions = batch.position_ids.gather(1, batch.keep_index)  # [B, K]
             short_mask = causal_mask(batch.keep_mask, hidden.dtype)  # [B, 1, K, K]
+            if graph_later_layers:
+                graph = register_layers_graph(self, k, hidden, short_mask, short_positions)
+                return graph(hidden, short_mask, short_positions, cache)
             hidden = self._run_layers(self.layers[k:], hidden, short_mask, short_positions, cache)
         return self.decoder.norm(hidden)
 
@@ -246,8 +254,9 @@ class EARNModel(nn.Module):
         press, valid = self.kv_press, batch.attention_mask
         observer = functools.partial(press.observe, valid=valid) if press is not None and press.needs_queries else None
         k = self.earn_k if self.prompt_layers is None else min(self.earn_k, self.prompt_layers)
+        graphs = resolved_decode_mode(self.decode_mode, self.registers.device) == "graph"
         with weight_major_linear():  # layers >= k see only B x (R + 1) rows: bound by reading the weights
-            hidden = self.split_forward(batch, cache, observer, k)  # [B, K, hidden]; last column = last prefix token
+            hidden = self.split_forward(batch, cache, observer, k, graphs)  # [B, K, hidden]; last: last prefix token
         prompt_mask = padding_mask(valid, hidden.dtype)  # [B, 1, 1, S] or None
         for i in range(k):
             cache.shared_mask[i] = prompt_mask

@@ -15,11 +15,14 @@ them in later searches.
 Decode modes (EARNModel.decode_mode):
   growing  the per-beam cache grows by one position per step (eager; the fastest on a CPU)
   slots    the fixed buffers, eager: what the graph replays, runnable (and tested) on a CPU
-  graph    the fixed buffers, the step captured as a CUDA graph at its first use and replayed after (CUDA only)
+  graph    the fixed buffers, the step captured as a CUDA graph at its first use and replayed after (CUDA only);
+           the prefill's layers [k, N) on the registers are replayed as a graph too (cuda_graph.py)
   auto     graph on CUDA, growing elsewhere
 """
 
 import torch
+
+from .cuda_graph import run_then_capture
 
 DECODE_MODES = ("auto", "growing", "slots", "graph")
 SHARED_BUCKET = 64  # prompt positions per padding step of the shared buffers
@@ -141,7 +144,8 @@ class SlotDecoder:
         if self.graph is not None:
             self.graph.replay()
             return self.hidden
-        return self._run_and_capture(cache)
+        hidden, self.graph, self.hidden = run_then_capture(lambda: self._run(cache))
+        return hidden
 
     def _run(self, cache):
         """The step's kernels, all on the fixed buffers."""
@@ -149,16 +153,3 @@ class SlotDecoder:
         cache.beam_mask = torch.where(visible, 0.0, self.min_value).to(self.shared_mask[0].dtype)[None, None, None]
         cache.reorder_beams(self.rows)
         return self.model.decode_step(cache, self.tokens, self.positions)
-
-    def _run_and_capture(self, cache):
-        """First use: run the step eagerly on a side stream (CUDA's warm-up before a capture; its output is this
-        step's), then record it as a graph. Capturing executes nothing, so the state is stepped exactly once."""
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            hidden = self._run(cache)
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.hidden = self._run(cache)
-        return hidden
