@@ -173,10 +173,12 @@ def test_prefill_register_layers_as_a_graph_equal_the_eager_layers(k, device, mo
     if device.type != "cuda":
         monkeypatch.setattr(cuda_graph, "run_then_capture", _replay_eagerly)
     model = earn_model(earn_k=k, device=device)
-    for seed in (1, 2):  # the first batch records, the second (same shape) replays
+    # the first batch records (in a beam search's inference mode), the second (same shape) replays (under no_grad,
+    # as candidate scoring runs)
+    for seed, mode in ((1, torch.inference_mode), (2, torch.no_grad)):
         batch = model.make_batch(random_prompts(3, 5, 9, seed=seed))
         eager, graphed = EARNCache(model.num_layers), EARNCache(model.num_layers)
-        with torch.no_grad():
+        with mode():
             expected = model.split_forward(batch, eager)
             hidden = model.split_forward(batch, graphed, graph_later_layers=True)
         torch.testing.assert_close(hidden, expected)

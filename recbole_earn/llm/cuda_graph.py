@@ -61,6 +61,7 @@ class RegisterLayersGraph:
         self.inputs = (torch.empty_like(hidden), torch.empty_like(mask), torch.empty_like(positions))
         self.graph = self.outputs = None
 
+    @torch.inference_mode()  # whatever mode the graph was recorded in, its inputs are refilled in place
     def __call__(self, hidden, mask, positions, cache):
         for fixed, given in zip(self.inputs, (hidden, mask, positions)):
             fixed.copy_(given)

@@ -115,6 +115,7 @@ class SlotDecoder:
         self.positions = torch.zeros(rows, dtype=torch.long, device=device)
         self.min_value = min_value
 
+    @torch.inference_mode()  # the buffers are refilled in place, whatever mode made them
     def bind(self, cache):
         """Copy the prompt's shared KV and padding mask into the buffers and make `cache` decode on them."""
         lengths = [cache.shared_length(i) for i in range(cache.num_layers)]
@@ -132,6 +133,7 @@ class SlotDecoder:
         cache.use_beam_slots(self.shared_keys, self.shared_values, self.shared_mask, self.beam_keys,
                              self.beam_values, self.write_position, lengths)
 
+    @torch.inference_mode()  # the buffers are refilled in place, whatever mode made them
     def step(self, cache, rows, tokens, positions, step):
         """The decoding step: reorder the slots' rows by `rows`, write slot `step`. [B*nb, hidden]"""
         self.rows.copy_(rows)
