@@ -1,10 +1,10 @@
 """Decoding steps for beam search: on a growing cache, or on fixed buffers replayed as one CUDA graph.
 
-Eager PyTorch launches a decoding step's kernels one by one from Python, about twenty per decoder layer. On a GPU
-that launching, not the arithmetic, sets the step's time: 26-30 ms per step for llama-7b-arch in bf16 on an H200,
-from 1 to 160 rows, where reading the weights takes 3.2 ms. A CUDA graph records the step's kernels once and
-replays them with one launch. It needs every tensor at a fixed shape and address, so the step runs on fixed
-buffers ("slots"):
+Eager PyTorch launches a decoding step's kernels one by one from Python, about sixty per decoder layer. On a GPU
+that launching, not the arithmetic, sets the step's time: 26-60 ms per step for llama-7b-arch in bf16 on an H200,
+from 4 to 160 rows, where reading the weights takes 3.1 ms. A CUDA graph records the step's kernels once and
+replays them with one launch (measured there: 9-17 ms per step, beam bookkeeping included). It needs every tensor
+at a fixed shape and address, so the step runs on fixed buffers ("slots"):
   - the prompt's shared KV, copied once per search into buffers padded to a multiple of SHARED_BUCKET positions
     and masked past the real length, so batches of similar prompt lengths reuse one graph;
   - the per-beam KV in T slots [B*nb, kvh, T, d]: step t writes slot t, attention masks the slots after it, and
@@ -13,7 +13,7 @@ A model keeps the buffers and graphs of its last KEPT_LAYOUTS layouts (batch, be
 them in later searches.
 
 Decode modes (EARNModel.decode_mode):
-  growing  the per-beam cache grows by one position per step (eager; the fastest on a CPU)
+  growing  the per-beam cache grows by one position per step (eager; the default where there is no CUDA)
   slots    the fixed buffers, eager: what the graph replays, runnable (and tested) on a CPU
   graph    the fixed buffers, the step captured as a CUDA graph at its first use and replayed after (CUDA only);
            the prefill's layers [k, N) on the registers are replayed as a graph too (cuda_graph.py)
