@@ -260,9 +260,8 @@ def run_benchmark(backbone, tokenizer, cases: Sequence[Case], ks: Sequence[int],
                   press_budget: Optional[float] = None, decode_mode: str = "auto") -> Dict:
     """Time every case for vanilla, each EARN k, (if `plain_backbone`) generate() and (with `press_budget`) the
     compression baselines, every engine method decoding in `decode_mode` (slot_decoding.py). Each method gets one
-    untimed
-    warm-up run per (workload, batch) the first time it meets it (cases in ascending L: the cheapest one), then
-    `repeats` timed runs, interleaved across methods; medians are reported. Returns
+    untimed warm-up run per (workload, batch) the first time it meets it (cases in ascending L: the cheapest one),
+    then `repeats` timed runs, interleaved across methods; medians are reported. Returns
     {"rows": [...], "skipped": [...], "exact_kv": bool}: rows with exactly ROW_KEYS."""
     from recbole_earn.llm import TokenTrie
 
