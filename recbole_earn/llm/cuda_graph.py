@@ -38,17 +38,22 @@ class _KeptKV:
         return key_states, value_states
 
 
-def register_layers_graph(model, k, hidden, mask, positions):
-    """The model's RegisterLayersGraph for this shape, made (and the oldest dropped) when it has none."""
-    kept = model.register_graphs
-    key = (k, tuple(hidden.shape), hidden.dtype)
+def kept_or_made(kept, key, make, limit):
+    """kept[key] (an OrderedDict of graphs and their buffers, oldest first), made by make() when it is not there;
+    the oldest entries are dropped past `limit` (each holds device memory)."""
     if key in kept:
         kept.move_to_end(key)
     else:
-        kept[key] = RegisterLayersGraph(model, k, hidden, mask, positions)
-        while len(kept) > KEPT_SHAPES:
+        kept[key] = make()
+        while len(kept) > limit:
             kept.popitem(last=False)
     return kept[key]
+
+
+def register_layers_graph(model, k, hidden, mask, positions):
+    """The model's RegisterLayersGraph for this shape, made (and the oldest dropped) when it has none."""
+    return kept_or_made(model.register_graphs, (k, tuple(hidden.shape), hidden.dtype),
+                        lambda: RegisterLayersGraph(model, k, hidden, mask, positions), KEPT_SHAPES)
 
 
 class RegisterLayersGraph:

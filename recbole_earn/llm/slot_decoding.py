@@ -22,7 +22,7 @@ Decode modes (EARNModel.decode_mode):
 
 import torch
 
-from .cuda_graph import run_then_capture
+from .cuda_graph import kept_or_made, run_then_capture
 
 DECODE_MODES = ("auto", "growing", "slots", "graph")
 SHARED_BUCKET = 64  # prompt positions per padding step of the shared buffers
@@ -81,16 +81,10 @@ class ChosenTokenDecoder:
 
 def slot_decoder(model, cache, rows, num_slots, capture):
     """The model's SlotDecoder for this cache's layout, made (and the oldest dropped) when it has none."""
-    kept = model.slot_decoders
     shapes = tuple((tuple(keys.shape[:-2]), bucketed(keys.shape[-2]), keys.shape[-1]) for keys in cache.shared_keys)
     key = (rows, num_slots, shapes, cache.shared_keys[0].dtype, capture)
-    if key in kept:
-        kept.move_to_end(key)
-    else:
-        kept[key] = SlotDecoder(model, cache, rows, num_slots, capture)
-        while len(kept) > KEPT_LAYOUTS:
-            kept.popitem(last=False)
-    return kept[key]
+    return kept_or_made(model.slot_decoders, key, lambda: SlotDecoder(model, cache, rows, num_slots, capture),
+                        KEPT_LAYOUTS)
 
 
 class SlotDecoder:
