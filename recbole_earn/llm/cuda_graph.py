@@ -9,6 +9,8 @@ is bound on a GPU by launching kernels from Python, not by the kernels: a replay
 
 import torch
 
+from .cache import EARNCache
+
 KEPT_SHAPES = 3  # register-layer graphs (one per batch shape) a model keeps
 
 
@@ -25,17 +27,6 @@ def run_then_capture(run):
     with torch.cuda.graph(graph):
         graph_output = run()
     return output, graph, graph_output
-
-
-class _KeptKV:
-    """Stands in for the cache while layers [k, N) run at prefill: keeps each layer's keys and values."""
-
-    def __init__(self):
-        self.layers = {}  # layer index -> (keys, values), each [B, kvh, K, d]
-
-    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
-        self.layers[layer_idx] = (key_states, value_states)
-        return key_states, value_states
 
 
 def kept_or_made(kept, key, make, limit):
@@ -82,8 +73,8 @@ class RegisterLayersGraph:
     def _run(self):
         """(normed hidden [B, K, hidden], keys and values of every layer >= k [N - k, 2, B, kvh, K, d])."""
         hidden, mask, positions = self.inputs
-        kept = _KeptKV()
+        layers = range(self.k, self.model.num_layers)
+        kept = EARNCache(self.model.num_layers)  # at prefill it only keeps each layer's keys and values
         hidden = self.model._run_layers(self.model.layers[self.k:], hidden, mask, positions, kept)
-        kv = torch.stack([torch.stack(kept.layers[i]) for i in range(self.k, self.model.num_layers)])
+        kv = torch.stack([torch.stack([kept.shared_keys[i], kept.shared_values[i]]) for i in layers])
         return self.model.decoder.norm(hidden), kv
-
