@@ -4,6 +4,7 @@ check that its checkpoint restores the same scores."""
 import logging
 
 import torch
+from recbole.model.sequential_recommender import SASRec
 
 from recbole_earn.quick_start import build_model, prepare_data
 from recbole_earn.trainer import few_shot_loader
@@ -62,3 +63,18 @@ def assert_checkpoint_restores_scores(config, model, users, path):
     restored.load_trained_state_dict(torch.load(path)["state_dict"])
     restored.eval()
     torch.testing.assert_close(restored.full_sort_predict(users), expected, rtol=0, atol=1e-5)
+
+
+def saved_sasrec_scores(path, config, users):
+    """[B, n_items]: a saved SASRec's own full-sort scores, rebuilt independently of the LLM recommender."""
+    checkpoint = torch.load(path, weights_only=False, map_location=users[config["USER_ID_FIELD"]].device)
+    _, train_data, _, _ = prepare_data(config)
+    sasrec = SASRec(checkpoint["config"], train_data._dataset)
+    sasrec.load_state_dict(checkpoint["state_dict"])
+    with torch.no_grad():
+        return sasrec.to(users[config["USER_ID_FIELD"]].device).eval().full_sort_predict(users)
+
+
+def reference_padded(scores):
+    """[B, n_items - 1] -> [B, n_items] with the padding id 0 in front."""
+    return torch.cat([torch.full_like(scores[:, :1], float("-inf")), scores], dim=1)

@@ -4,7 +4,6 @@ import os
 
 import pytest
 import torch
-from recbole.model.sequential_recommender import SASRec
 
 from recbole_earn.config import Config
 from recbole_earn.data.prompts import quote_title
@@ -15,7 +14,8 @@ from recbole_earn.quick_start import prepare_data, run_earn
 from recbole_earn.trainer import few_shot_loader
 
 from llm_helpers import teacher_forced_score
-from recommender_helpers import assert_checkpoint_restores_scores, build, device_keys, first_batch, train
+from recommender_helpers import (assert_checkpoint_restores_scores, build, device_keys, first_batch, reference_padded,
+                                 saved_sasrec_scores, train)
 
 
 def bigrec_config(mini, model="EARNBIGRec", **overrides):
@@ -285,28 +285,6 @@ def test_popularity_gamma_moves_popular_items_up(mini_ml100k, device):
     assert top10_popularity(adjusted) > top10_popularity(plain)
 
 
-@pytest.fixture
-def sasrec_checkpoint(mini_ml100k, device):
-    """A one-epoch tiny SASRec trained on the test dataset by run_earn, as `run_earn.py --model=SASRec` would (on
-    the test's device)."""
-    values = dict(mini_ml100k["config"], epochs=1, eval_step=0, hidden_size=16, inner_size=32, n_layers=1, n_heads=1,
-                  **device_keys(device))
-    run_earn(model="SASRec", dataset=mini_ml100k["dataset"], config_dict=dict(values, train_batch_size=512))
-    folder = values["checkpoint_dir"]
-    (name,) = [name for name in os.listdir(folder) if name.startswith("SASRec-")]
-    return os.path.join(folder, name)
-
-
-def saved_sasrec_scores(path, config, users):
-    """[B, n_items]: the saved SASRec's own full-sort scores, rebuilt independently of BIGRec."""
-    checkpoint = torch.load(path, weights_only=False, map_location=users[config["USER_ID_FIELD"]].device)
-    _, train_data, _, _ = prepare_data(config)
-    sasrec = SASRec(checkpoint["config"], train_data._dataset)
-    sasrec.load_state_dict(checkpoint["state_dict"])
-    with torch.no_grad():
-        return sasrec.to(users[config["USER_ID_FIELD"]].device).eval().full_sort_predict(users)
-
-
 def test_blend_weight_zero_is_the_llm_alone(mini_ml100k, sasrec_checkpoint, device):
     plain, _, _, test_data = build(bigrec_config(mini_ml100k, model="BIGRec", **device_keys(device)))
     blended, _, _, _ = build(
@@ -341,11 +319,6 @@ def test_blend_weight_one_ranks_as_the_conventional_model(mini_ml100k, sasrec_ch
     llm = model.llm_scores(users)
     torch.testing.assert_close(model.full_sort_predict(users), blend_scores(llm, reference_padded(reference), 0.3))
     assert model.ranking_label() == "0.7 x LLM + 0.3 x SASRec"
-
-
-def reference_padded(scores):
-    """[B, n_items - 1] -> [B, n_items] with the padding id 0 in front."""
-    return torch.cat([torch.full_like(scores[:, :1], float("-inf")), scores], dim=1)
 
 
 def test_blend_is_scale_free_and_leaves_padding_out(device):

@@ -12,10 +12,12 @@ from recbole_earn.indexing.collaborative import matrix_digest, user_item_matrix
 from recbole_earn.indexing.item_index import IndexSettings, build_item_index, codes_from_embeddings
 from recbole_earn.llm.kv_press import SnapKV
 from recbole_earn.model.lcrec import index_folder, index_settings
+from recbole_earn.model.score_blend import blend_scores
 from recbole_earn.model.trained_setup import SETUP_KEY
 from recbole_earn.quick_start import prepare_data, run_earn
 
-from recommender_helpers import assert_checkpoint_restores_scores, build, device_keys, first_batch, train
+from recommender_helpers import (assert_checkpoint_restores_scores, build, device_keys, first_batch, reference_padded,
+                                 saved_sasrec_scores, train)
 
 
 def lcrec_values(mini, **overrides):
@@ -227,6 +229,30 @@ def test_a_popularity_prior_adds_the_weighted_log_share_of_training_answers(mini
     sampled = model.llm.response_log_probs(model.prompts(interaction), [model.code_ids[i] for i in (3, 7, 5)])
     torch.testing.assert_close(model.predict(interaction), sampled + share[torch.tensor([2, 6, 4], device=device)],
                                rtol=1e-4, atol=1e-4)
+
+
+def test_a_blend_mixes_the_beams_with_a_conventional_models_scores(mini_ml100k, sasrec_checkpoint, device):
+    config = lcrec_config(mini_ml100k, blend_model_checkpoint=sasrec_checkpoint, blend_weight=0.3,
+                          popularity_prior_weight=1.0, **device_keys(device))
+    model, _, _, test_data = build(config)
+    model.eval()
+    users = first_batch(test_data, device)
+    beams = model.llm_scores(users)  # [B, n_items]: num_beams finite per row
+    assert (beams[:, 1:].isfinite().sum(dim=1) == config["num_beams"]).all()
+    sasrec = reference_padded(saved_sasrec_scores(sasrec_checkpoint, config, users)[:, 1:])
+    torch.testing.assert_close(model.full_sort_predict(users), blend_scores(beams, sasrec, 0.3))
+    assert model.ranking_label() == "0.7 x LLM + 1 x log popularity + 0.3 x SASRec"
+
+    # Sampled evaluation reads the blended full ranking at each candidate.
+    rows = torch.tensor([0, 0, 1, 0], device=device)  # several candidates per user
+    candidates = users[rows]
+    candidates[model.ITEM_ID] = torch.tensor([3, 7, 5, 2], device=device)
+    expected = model.full_sort_predict(users)[rows, candidates[model.ITEM_ID]]
+    torch.testing.assert_close(model.predict(candidates), expected)
+
+    model.blend.weight = 0.0
+    torch.testing.assert_close(model.full_sort_predict(users), beams, rtol=0, atol=0)
+    assert model.ranking_label() == "LLM + 1 x log popularity"
 
 
 @pytest.mark.parametrize("weight", [-1.0, True])

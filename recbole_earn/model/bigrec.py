@@ -27,7 +27,6 @@ from recbole_earn.llm.pooled_beam_search import pooled_beam_search
 from recbole_earn.llm.trie_loss import trie_cross_entropy
 from recbole_earn.model.item_trie import ItemTrie, check_beams_cover_topk, check_normalisers, check_prior_weight
 from recbole_earn.model.llm_recommender import LLMRecommender
-from recbole_earn.model.score_blend import ScoreBlend
 
 
 TITLE_SEARCHES = ("constrained", "grounding")
@@ -77,10 +76,8 @@ class BIGRec(LLMRecommender):
         counts = self.training_item_counts(dataset)
         self.register_buffer("popularity", counts / counts.max().clamp(min=1.0), persistent=False)
         self._item_embeddings = None  # [n_items - 1, hidden], for the current weights
-        self.blend = ScoreBlend.from_config(config, dataset)  # None unless blend_model_checkpoint is set
         self.beam_normalise = config["beam_normalise"] or "vocabulary"
         self.loss_normalise = config["loss_normalise"] or "vocabulary"
-        self.item_trie = None  # set: constrained title search; None: grounding
         if config["title_search"] == "constrained":  # every title ends with EOS, so no title is a prefix of another
             titles = [ids + [self.llm.eos_token_id] for ids in self.prompter.item_ids]
             self.item_trie = ItemTrie(titles, counts, prior_weight=config["popularity_prior_weight"] or 0.0)
@@ -139,51 +136,17 @@ class BIGRec(LLMRecommender):
         return scores
 
     @torch.no_grad()
-    def search_titles(self, interaction):
-        """[B, n_items]: each constrained beam's log-probability (+ prior) at its item(s), -inf elsewhere; the
-        user's past items are left out of the search when the evaluation leaves them out."""
-        excluded = self.seen_items(interaction) if self.exclude_history else None
-        output = self.item_trie.search(self.llm, self.prompts(interaction), self.num_beams, excluded=excluded,
-                                       normalise=self.beam_normalise)
-        self.record_generation(output, num_users=output.sequences.shape[0])
-        return self.item_trie.scores(output)
-
-    @torch.no_grad()
     def llm_scores(self, interaction):
         """[B, n_items]: the LLM's own scores of every item per row (constrained titles, or grounding with
         gamma), before any blend."""
         if self.item_trie is not None:
-            return self.search_titles(interaction)
+            return self.search_items(interaction)
         return self.ground(self.generate_titles(interaction))
 
-    @torch.no_grad()
-    def full_sort_predict(self, interaction):
-        scores = self.llm_scores(interaction)  # [B, n_items]
-        return scores if self.blend is None else self.blend.mix(scores, interaction)
-
-    def ranking_label(self):
-        """What the scores come from, for result tables: "LLM", "LLM (popularity gamma 0.5)",
-        "0.7 x LLM + 0.3 x SASRec" (min-max normalised scores, weights as mixed)."""
-        label = "LLM"
-        if self.item_trie is not None and self.item_trie.prior_weight:
-            label = f"LLM + {self.item_trie.prior_weight:g} x log popularity"
-        elif self.item_trie is None and self.gamma:
-            label = f"LLM (popularity gamma {self.gamma:g})"
-        if self.blend is None or self.blend.weight == 0.0:
-            return label
-        weight = self.blend.weight
-        return f"{1.0 - weight:g} x {label} + {weight:g} x {self.blend.name}"
-
-    @torch.no_grad()
-    def predict(self, interaction):
-        """Score of each row's item (sampled evaluation). Constrained: its title's log-probability (+ prior) after
-        the user's prompt; grounding: one generation per distinct user in the batch."""
-        first_row, row_user = self.distinct_rows(interaction[self.USER_ID])
-        if self.item_trie is not None and self.blend is None:
-            return self.item_trie.candidate_scores(self.llm, self.prompts(interaction[first_row]), row_user,
-                                                   interaction[self.ITEM_ID])
-        scores = self.full_sort_predict(interaction[first_row])  # [U, n_items]
-        return scores[row_user, interaction[self.ITEM_ID]]  # [B]
+    def llm_ranking_label(self):
+        if self.item_trie is None and self.gamma:
+            return f"LLM (popularity gamma {self.gamma:g})"
+        return super().llm_ranking_label()
 
 
 class EARNBIGRec(BIGRec):

@@ -216,31 +216,13 @@ class LCRec(LLMRecommender):
                  + [FREE]]
         return trie_cross_entropy(self.llm, self.llm.make_batch(prompts, responses), torch.tensor(nodes), self.trie)
 
-    def ranking_label(self):
-        weight = self.item_trie.prior_weight
-        return f"LLM + {weight:g} x log popularity" if weight else "LLM"
-
     # -- inference ------------------------------------------------------------------------------------------------
     def prompts(self, interaction):
         return [self.seqrec_prompter.prompt_ids(history) for history in self.prompt_histories(interaction)]
 
-    @torch.no_grad()
-    def full_sort_predict(self, interaction):
-        """[B, n_items]: each beam's log-probability at its item, -inf elsewhere. When the evaluation leaves out
-        the user's past items (`exclude_history_items`), so do the beams, which then all go to eligible items."""
-        excluded = self.seen_items(interaction) if self.exclude_history else None
-        output = self.item_trie.search(self.llm, self.prompts(interaction), self.num_beams, excluded=excluded,
-                                        normalise=self.beam_normalise)
-        self.record_generation(output, num_users=output.sequences.shape[0])
-        return self.item_trie.scores(output)
-
-    @torch.no_grad()
-    def predict(self, interaction):
-        """[B] log-probability of each row's item code after its user's prompt (sampled evaluation): one prefill
-        per distinct user, whose candidate items are then scored together like beams sharing its cache."""
-        first_row, row_user = self.distinct_rows(interaction[self.USER_ID])
-        return self.item_trie.candidate_scores(self.llm, self.prompts(interaction[first_row]), row_user,
-                                               interaction[self.ITEM_ID])
+    def llm_scores(self, interaction):
+        """[B, n_items]: the constrained code search's beams at their items, -inf elsewhere."""
+        return self.search_items(interaction)
 
 
 class EARNLCRec(LCRec):

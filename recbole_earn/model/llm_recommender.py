@@ -1,8 +1,9 @@
 """The base class of recbole-earn's LLM recommenders: a RecBole SequentialRecommender around the EARN engine.
 
 It owns what BIGRec and LC-Rec share: the backbone (+ LoRA) and its registers from `recbole_earn.llm`, the
-item titles, histories taken from RecBole's interaction, and checkpoints that hold only what trains. A
-subclass supplies the prompts, the loss and the scores. `use_earn` is the one switch between a plain model
+item titles, histories taken from RecBole's interaction, an optional blend with a conventional model's scores
+(score_blend.py), and checkpoints that hold only what trains. A subclass supplies the prompts, the loss and the
+LLM's scores (`llm_scores`; `item_trie` when its items are found by a constrained search). `use_earn` is the one switch between a plain model
 (all layers see everything, no registers) and its EARN version.
 """
 
@@ -21,6 +22,7 @@ from recbole_earn.llm.config import EARNConfig
 from recbole_earn.llm.earn_model import EARNModel
 from recbole_earn.llm.kv_press import press_from_settings
 from recbole_earn.llm.slot_decoding import resolved_decode_mode
+from recbole_earn.model.score_blend import ScoreBlend
 from recbole_earn.model.trained_setup import SETUP_KEY, CheckpointMismatchError, check_trained_setup, trained_setup
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -146,6 +148,8 @@ class LLMRecommender(SequentialRecommender):
         self.inference_history_length = config["inference_history_length"]
         self.exclude_history = bool(config["exclude_history_items"])
         self.training_items = training_items_by_user(dataset, self.USER_ID, self.ITEM_ID, self.ITEM_SEQ)
+        self.item_trie = None  # a subclass whose beams search a trie of item token sequences sets it
+        self.blend = ScoreBlend.from_config(config, dataset)  # None unless blend_model_checkpoint is set
         self.reset_inference_stats()
 
     def float32_backbone_model(self, llm_path):
@@ -192,9 +196,52 @@ class LLMRecommender(SequentialRecommender):
             return histories
         return [history[-self.inference_history_length:] for history in histories]
 
+    # -- ranking ----------------------------------------------------------------------------------------------
+    def llm_scores(self, interaction):
+        """[B, n_items]: the LLM's own score of every item per row (-inf where no beam reached it)."""
+        raise NotImplementedError
+
+    def llm_ranking_label(self):
+        """What the LLM's own scores are, for result tables: "LLM", or e.g. "LLM + 2 x log popularity"."""
+        weight = self.item_trie.prior_weight if self.item_trie is not None else 0.0
+        return f"LLM + {weight:g} x log popularity" if weight else "LLM"
+
+    @torch.no_grad()
+    def search_items(self, interaction):
+        """[B, n_items]: each beam of the search constrained to `item_trie` at its item, with its log-probability
+        (+ prior), -inf elsewhere. When the evaluation leaves out the user's past items (`exclude_history_items`),
+        so do the beams, which then all go to eligible items."""
+        excluded = self.seen_items(interaction) if self.exclude_history else None
+        output = self.item_trie.search(self.llm, self.prompts(interaction), self.num_beams, excluded=excluded,
+                                       normalise=self.beam_normalise)
+        self.record_generation(output, num_users=output.sequences.shape[0])
+        return self.item_trie.scores(output)
+
+    @torch.no_grad()
+    def full_sort_predict(self, interaction):
+        scores = self.llm_scores(interaction)  # [B, n_items]
+        return scores if self.blend is None else self.blend.mix(scores, interaction)
+
+    @torch.no_grad()
+    def predict(self, interaction):
+        """[B] score of each row's item (sampled evaluation). With a trie and no blend: its token sequence's
+        log-probability (+ prior) after its user's prompt, one prefill per distinct user whose candidates are then
+        scored like beams sharing its cache; otherwise the full ranking of each distinct user, read at its items."""
+        first_row, row_user = self.distinct_rows(interaction[self.USER_ID])
+        if self.item_trie is not None and self.blend is None:
+            return self.item_trie.candidate_scores(self.llm, self.prompts(interaction[first_row]), row_user,
+                                                   interaction[self.ITEM_ID])
+        scores = self.full_sort_predict(interaction[first_row])  # [U, n_items]
+        return scores[row_user, interaction[self.ITEM_ID]]  # [B]
+
     def ranking_label(self):
-        """What the scores come from, for result tables (a subclass that blends in other scores says so)."""
-        return "LLM"
+        """What the scores come from, for result tables: "LLM", "LLM + 2 x log popularity",
+        "0.7 x LLM + 0.3 x SASRec" (min-max normalised scores, weights as mixed)."""
+        label = self.llm_ranking_label()
+        if self.blend is None or self.blend.weight == 0.0:
+            return label
+        weight = self.blend.weight
+        return f"{1.0 - weight:g} x {label} + {weight:g} x {self.blend.name}"
 
     # -- inference statistics, for comparison tables ----------------------------------------------------------
     def reset_inference_stats(self):

@@ -1,7 +1,9 @@
 """A conventional RecBole model's scores blended into an LLM recommender's ranking.
 
-BIGRec's "collaborative information" variant: the final ranking mixes the LLM's grounding with the scores of a
-conventional recommender (e.g. a trained SASRec) over the same items. The conventional model comes from a RecBole
+BIGRec's "collaborative information" variant, for every LLM recommender: the final ranking mixes the LLM's
+scores (BIGRec's grounding, or the items of a constrained beam search) with the scores of a conventional
+recommender (e.g. a trained SASRec) over the same items. The conventional model sees the LLM's batches, so its
+histories are the LLM's (MAX_ITEM_LIST_LENGTH items). The conventional model comes from a RecBole
 checkpoint of the same dataset (`python run_earn.py --model=SASRec ...` writes `saved/SASRec-<date>.pth`), rebuilt
 on the LLM model's dataset and frozen.
 
