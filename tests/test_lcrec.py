@@ -241,7 +241,7 @@ def test_a_blend_mixes_the_beams_with_a_conventional_models_scores(mini_ml100k, 
     assert (beams[:, 1:].isfinite().sum(dim=1) == config["num_beams"]).all()
     sasrec = reference_padded(saved_sasrec_scores(sasrec_checkpoint, config, users)[:, 1:])
     torch.testing.assert_close(model.full_sort_predict(users), blend_scores(beams, sasrec, 0.3))
-    assert model.ranking_label() == "0.7 x LLM + 1 x log popularity + 0.3 x SASRec"
+    assert model.ranking_label() == "0.7 x (LLM + 1 x log popularity) + 0.3 x SASRec"
 
     # Sampled evaluation reads the blended full ranking at each candidate.
     rows = torch.tensor([0, 0, 1, 0], device=device)  # several candidates per user

@@ -241,6 +241,7 @@ class LLMRecommender(SequentialRecommender):
         if self.blend is None or self.blend.weight == 0.0:
             return label
         weight = self.blend.weight
+        label = f"({label})" if " + " in label else label
         return f"{1.0 - weight:g} x {label} + {weight:g} x {self.blend.name}"
 
     # -- inference statistics, for comparison tables ----------------------------------------------------------
