@@ -3,8 +3,8 @@
 It owns what BIGRec and LC-Rec share: the backbone (+ LoRA) and its registers from `recbole_earn.llm`, the
 item titles, histories taken from RecBole's interaction, an optional blend with a conventional model's scores
 (score_blend.py), and checkpoints that hold only what trains. A subclass supplies the prompts, the loss and the
-LLM's scores (`llm_scores`; `item_trie` when its items are found by a constrained search). `use_earn` is the one switch between a plain model
-(all layers see everything, no registers) and its EARN version.
+LLM's scores (`llm_scores`; and `item_trie` when a constrained search finds its items). `use_earn` is the one
+switch between a plain model (all layers see everything, no registers) and its EARN version.
 """
 
 import numbers

@@ -2,10 +2,9 @@
 
 BIGRec's "collaborative information" variant, for every LLM recommender: the final ranking mixes the LLM's
 scores (BIGRec's grounding, or the items of a constrained beam search) with the scores of a conventional
-recommender (e.g. a trained SASRec) over the same items. The conventional model sees the LLM's batches, so its
-histories are the LLM's (MAX_ITEM_LIST_LENGTH items). The conventional model comes from a RecBole
-checkpoint of the same dataset (`python run_earn.py --model=SASRec ...` writes `saved/SASRec-<date>.pth`), rebuilt
-on the LLM model's dataset and frozen.
+recommender (e.g. a trained SASRec) over the same items. The conventional model comes from a RecBole checkpoint
+of the same dataset (`python run_earn.py --model=SASRec ...` writes `saved/SASRec-<date>.pth`), rebuilt on the LLM
+model's dataset and frozen. It sees the LLM's batches, so its histories are the LLM's (MAX_ITEM_LIST_LENGTH items).
 
 Scale rule: each row's scores over the real items (ids 1..n-1) are min-max normalised to [0, 1], then mixed as
 (1 - weight) * LLM + weight * conventional. The two scales are unrelated (negative L2 distances between LLM
