@@ -3,8 +3,8 @@
 # (b) the efficiency benchmark at 7B scale (llama-7b-arch, qwen2.5-7b-arch: published configs, random weights,
 # bf16, with the compression baselines; decoding steps replayed as CUDA graphs, and for llama-7b-arch also eager
 # decoding on the growing cache, for comparison), (c) a short RecBole run of EARNLCRec on ml-100k (tiny-llama
-# preset, bf16) on CUDA. Each part runs under its own timeout, so one failure leaves the others' results; summary.txt lists
-# every part's exit status.
+# preset, bf16) on CUDA. Each part runs under its own timeout, so one failure leaves the others' results;
+# summary.txt lists every part's exit status.
 #
 #   tools/gpu_check.sh RESULTS_DIR [WHEELS_DIR]
 #

@@ -1,6 +1,7 @@
 """How much of a user's next movie an LC-Rec item index lets the history predict, before any LLM is trained.
 
-    python docs/results/ml-100k/recipe/index_signal.py ~/.cache/recbole_earn/item_index/ml-100k.item-index.<key>.json ...
+    python docs/results/ml-100k/recipe/index_signal.py \
+        ~/.cache/recbole_earn/item_index/ml-100k.item-index.<key>.json ...
 
 RecBole's bundled ml-100k, each user's interactions in time order, movies outside the index dropped; each user's
 last movie is the answer. Per index and code depth d (the first d codes of a movie):
