@@ -59,10 +59,25 @@ def trained_setup(llm_path, finetune, earn_model):
     }
 
 
+# What to do when a setting differs, where "load it with the settings it was trained with" is not enough.
+FIXES = {
+    "item_index": "The item index holds other codes than the one the code tokens were trained for: an index "
+                  "rebuilt on another machine can assign other codes even with the same settings (floating-point "
+                  "results differ between machines), so copy the checkpoint's index file "
+                  "(<dataset>.item-index.<key>.json, from item_index_dir or the cache's item_index folder) along "
+                  "with the checkpoint.",
+}
+
+
+def differing_settings(saved, current):
+    """The names of the settings whose values differ (None: not in that record), sorted."""
+    return [name for name in sorted(set(saved) | set(current)) if saved.get(name) != current.get(name)]
+
+
 def setup_differences(saved, current):
     """'setting: checkpoint X, current Y' for every setting whose values differ (None: not in that record)."""
     return [f"{name}: checkpoint {saved.get(name)!r}, current {current.get(name)!r}"
-            for name in sorted(set(saved) | set(current)) if saved.get(name) != current.get(name)]
+            for name in differing_settings(saved, current)]
 
 
 def check_trained_setup(saved, current, model_name):
@@ -74,7 +89,9 @@ def check_trained_setup(saved, current, model_name):
         return
     differences = setup_differences(saved, current)
     if differences:
+        fixes = [FIXES[name] for name in differing_settings(saved, current) if name in FIXES]
         raise CheckpointMismatchError(
             f"The checkpoint's weights were trained with another setup than this {model_name}'s: "
             + "; ".join(differences) + ". Load it with the settings it was trained with."
+            + "".join(" " + fix for fix in fixes)
         )
