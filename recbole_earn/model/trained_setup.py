@@ -74,12 +74,6 @@ def differing_settings(saved, current):
     return [name for name in sorted(set(saved) | set(current)) if saved.get(name) != current.get(name)]
 
 
-def setup_differences(saved, current):
-    """'setting: checkpoint X, current Y' for every setting whose values differ (None: not in that record)."""
-    return [f"{name}: checkpoint {saved.get(name)!r}, current {current.get(name)!r}"
-            for name in differing_settings(saved, current)]
-
-
 def check_trained_setup(saved, current, model_name):
     """Refuse weights trained with another setup; weights without a record (older checkpoints) load with a
     warning, since nothing can be checked."""
@@ -87,9 +81,10 @@ def check_trained_setup(saved, current, model_name):
         logger.warning(f"The checkpoint loaded into {model_name} does not record the setup its weights were trained "
                        f"with (saved by an older recbole-earn): loading it unchecked.")
         return
-    differences = setup_differences(saved, current)
-    if differences:
-        fixes = [FIXES[name] for name in differing_settings(saved, current) if name in FIXES]
+    names = differing_settings(saved, current)
+    if names:
+        differences = [f"{name}: checkpoint {saved.get(name)!r}, current {current.get(name)!r}" for name in names]
+        fixes = [FIXES[name] for name in names if name in FIXES]
         raise CheckpointMismatchError(
             f"The checkpoint's weights were trained with another setup than this {model_name}'s: "
             + "; ".join(differences) + ". Load it with the settings it was trained with."

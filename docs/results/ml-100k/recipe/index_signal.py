@@ -62,11 +62,12 @@ def count_model_nats(prefix, sequences, n_prefixes):
 def main(paths, depths=(1, 2, 3)):
     print("| index | collaborative weight | depth | majority | most common | unigram nats | bigram nats | gain |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    all_sequences = user_sequences()
     for path in paths:
         index = json.load(open(path))
         codes = index["codes"]
         weight = index["key"].get("collaborative_weight", 0.0)
-        sequences = [s for s in ([item for item in s if item in codes] for s in user_sequences()) if len(s) >= 3]
+        sequences = [s for s in ([item for item in s if item in codes] for s in all_sequences) if len(s) >= 3]
         for depth in depths:
             prefix = lambda item: tuple(codes[item][:depth])  # noqa: E731
             share, common = majority_share(prefix, sequences)
