@@ -117,6 +117,17 @@ def test_earn_k_beyond_the_layers_is_refused():
     assert earn_config_from({"earn_k": 0}, 30, use_earn=False).earn_k == 30  # the plain model ignores earn_k
 
 
+def test_earn_k_left_unset_is_a_share_of_the_layers():
+    registers = {"n_prefix_registers": 1, "n_suffix_registers": 1}
+    assert earn_config_from({"earn_k": None, "earn_k_fraction": 0.125, **registers}, 30, use_earn=True).earn_k == 4
+    assert earn_config_from({"earn_k": None, "earn_k_fraction": 0.25, **registers}, 30, use_earn=True).earn_k == 8
+    assert earn_config_from({"earn_k": None, "earn_k_fraction": 0.125, **registers}, 4, use_earn=True).earn_k == 1
+    assert earn_config_from({"earn_k": 6, "earn_k_fraction": 0.125, **registers}, 30, use_earn=True).earn_k == 6
+    assert Config(model="EARNLCRec", dataset="ml-100k")["earn_k_fraction"] == 0.125  # the paper's LC-Rec k: 4 of 32
+    with pytest.raises(ConfigError, match=r"earn_k_fraction must be a number in \(0, 1\], got 1\.5"):
+        earn_config_from({"earn_k": None, "earn_k_fraction": 1.5, **registers}, 30, use_earn=True)
+
+
 def test_earn_k_zero_is_refused_by_the_recommender(mini_ml100k):
     values = dict(mini_ml100k["config"], llm_path="tiny-llama", earn_k=0)
     with pytest.raises(ConfigError, match=r"earn_k=0 would never read the prompt.*the backbone has 4 layers"):

@@ -1,6 +1,6 @@
 """Checkpoints record the setup their weights were trained with, and a model of another setup refuses them: another
-backbone of the same shapes, another earn_k, other LoRA settings, another LC-Rec item index. Unreadable checkpoint
-files are errors that name the file."""
+backbone of the same shapes, another earn_k, other LoRA settings, another prompt template, another LC-Rec item
+index. Unreadable checkpoint files are errors that name the file."""
 
 import logging
 
@@ -62,6 +62,22 @@ def test_lcrec_index_built_with_another_seed_is_refused(mini_ml100k):
                        match=f"item_index: checkpoint '{trained.index.digest()}', current '{other.index.digest()}'"
                              r".*copy the checkpoint's index file \(<dataset>\.item-index\.<key>\.json"):
         other.load_trained_state_dict(trained.trained_state_dict())
+
+
+@pytest.mark.parametrize("model", ["EARNLCRec", "EARNBIGRec"])
+def test_weights_trained_on_another_prompt_are_refused(mini_ml100k, model):
+    (trained, other), _, _ = models_on_one_dataset(
+        mini_ml100k, model, {}, dict(prompt_template="Seen: {history}. Next:"))
+    with pytest.raises(CheckpointMismatchError, match=r"prompt_template: checkpoint '.*', current 'Seen: \{history\}"):
+        other.load_trained_state_dict(trained.trained_state_dict())
+
+
+def test_a_setting_an_older_checkpoint_does_not_record_is_not_compared(mini_ml100k):
+    (trained, other), _, _ = models_on_one_dataset(
+        mini_ml100k, "EARNBIGRec", {}, dict(prompt_template="Seen: {history}. Next:"))
+    state = trained.trained_state_dict()
+    del state[SETUP_KEY]["prompt_template"]  # as saved before checkpoints recorded their prompt
+    other.load_trained_state_dict(state)
 
 
 def test_checkpoint_without_a_record_loads_with_a_warning(mini_ml100k, caplog):

@@ -59,9 +59,11 @@ class BIGRec(LLMRecommender):
         self.length_penalty = float(config["length_penalty"])
         self.gamma = config["popularity_gamma"] or 0.0
         self.embedding_batch_size = config["embedding_batch_size"]
+        template = config["prompt_template"] or BIGREC_TEMPLATE
+        self.trained_setup["prompt_template"] = template  # registers and LoRA are trained to read this prompt
         self.prompter = HistoryPrompter(
             self.tokenizer,
-            config["prompt_template"] or BIGREC_TEMPLATE,
+            template,
             [quote_title(title) for title in self.item_titles.titles],
             item_noun=config["item_noun"] or "items",
             interaction_verb=config["interaction_verb"] or "interacted with",

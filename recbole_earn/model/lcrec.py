@@ -111,8 +111,9 @@ class LCRec(LLMRecommender):
         codes = [self.index.item_text(item) for item in range(self.n_items)]
         history_items = [f"{code} {title}" for code, title in zip(codes, titles)] if config["history_with_titles"] \
             else codes
-        self.seqrec_prompter = HistoryPrompter(self.tokenizer, config["prompt_template"] or LCREC_SEQREC_TEMPLATE,
-                                               history_items, **fields)
+        template = config["prompt_template"] or LCREC_SEQREC_TEMPLATE
+        self.seqrec_prompter = HistoryPrompter(self.tokenizer, template, history_items, **fields)
+        self.trained_setup["prompt_template"] = template  # registers and LoRA are trained to read this prompt
         longest_code = max(len(ids) for ids in self.code_ids)
         warn_if_beyond_context(self.llm, self.seqrec_prompter.longest_prompt_length(config["MAX_ITEM_LIST_LENGTH"]),
                                longest_code + 1, knobs="MAX_ITEM_LIST_LENGTH or history_with_titles: False")

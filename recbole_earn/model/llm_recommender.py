@@ -35,12 +35,12 @@ def earn_config_from(config, num_layers, use_earn):
     prompt, so with k = 0 no layer reads the user's history and every user gets the same ranking."""
     if not use_earn:
         return EARNConfig(earn_k=num_layers, n_prefix_registers=0, n_suffix_registers=0)
-    earn = EARNConfig(earn_k=config["earn_k"], n_prefix_registers=config["n_prefix_registers"],
+    earn = EARNConfig(earn_k=register_layer(config, num_layers), n_prefix_registers=config["n_prefix_registers"],
                       n_suffix_registers=config["n_suffix_registers"])
     try:
         k = earn.resolved_k(num_layers)
     except ValueError as error:
-        raise ConfigError(f"{error} (earn_k ~ means round(N/4)).") from None
+        raise ConfigError(str(error)) from None
     if k == 0:
         raise ConfigError(
             "earn_k=0 would never read the prompt: layers [0, earn_k) are the only ones that see it, so every user "
@@ -48,6 +48,18 @@ def earn_config_from(config, num_layers, use_earn):
             f"earn_k={num_layers} is plain fine-tuning)."
         )
     return earn
+
+
+def register_layer(config, num_layers):
+    """earn_k, or where it is ~, earn_k_fraction of the backbone's layers (at least 1): the paper sets k per backbone
+    as a share of its depth (4 of Llama's 32 layers for LC-Rec)."""
+    if config["earn_k"] is not None:
+        return config["earn_k"]
+    fraction = config["earn_k_fraction"]
+    if not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise ConfigError(f"earn_k_fraction must be a number in (0, 1], got {fraction!r} (or set earn_k to a layer "
+                          "count).")
+    return max(1, round(fraction * num_layers))
 
 
 def kv_press_from(config):

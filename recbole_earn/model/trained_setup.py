@@ -3,7 +3,7 @@
 Weights trained for one setup can fit another one's shapes exactly and still mean nothing there: LoRA weights of
 one backbone on a same-sized other, registers trained for earn_k=2 read at layer 3, code-token rows of an item
 index built with another seed. The record names the backbone (llm_path as resolved, and its architecture's key
-numbers), the EARN settings, the LoRA settings and, for LC-Rec, the item index's digest.
+numbers), the EARN settings, the LoRA settings, the prompt template and, for LC-Rec, the item index's digest.
 """
 
 import logging
@@ -70,8 +70,9 @@ FIXES = {
 
 
 def differing_settings(saved, current):
-    """The names of the settings whose values differ (None: not in that record), sorted."""
-    return [name for name in sorted(set(saved) | set(current)) if saved.get(name) != current.get(name)]
+    """The names of the settings the checkpoint records whose values differ (None: not in the current record),
+    sorted. A setting recorded only by newer versions (e.g. prompt_template) is not compared on older checkpoints."""
+    return [name for name in sorted(saved) if saved[name] != current.get(name)]
 
 
 def check_trained_setup(saved, current, model_name):
