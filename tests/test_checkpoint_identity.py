@@ -9,7 +9,7 @@ import torch
 
 from recbole_earn.compat import UnreadableCheckpointError, apply_recbole_compat, read_checkpoint_file
 from recbole_earn.config import Config
-from recbole_earn.model.trained_setup import SETUP_KEY, CheckpointMismatchError
+from recbole_earn.model.trained_setup import SETUP_KEY, CheckpointMismatchError, differing_settings
 from recbole_earn.quick_start import prepare_data
 from recbole_earn.trainer import LLMTrainer
 
@@ -77,6 +77,7 @@ def test_a_setting_an_older_checkpoint_does_not_record_is_not_compared(mini_ml10
         mini_ml100k, "EARNBIGRec", {}, dict(prompt_template="Seen: {history}. Next:"))
     state = trained.trained_state_dict()
     del state[SETUP_KEY]["prompt_template"]  # as saved before checkpoints recorded their prompt
+    assert differing_settings(state[SETUP_KEY], other.trained_setup) == []
     other.load_trained_state_dict(state)
 
 
