@@ -6,7 +6,10 @@ shared keys (stored once per prompt, at batch B) and its own generated keys (at 
 over both, so no beam ever copies the prompt's KV.
 """
 
+import contextlib
+
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
@@ -78,8 +81,18 @@ def earn_attention_forward(module, query, key, value, attention_mask, scaling=No
 
         return eager_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
                                        **kwargs)
-    return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
-                                  **kwargs)
+    with _training_backend(query):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                      **kwargs)
+
+
+def _training_backend(query):
+    """SDPA's math backend for CPU training: the CPU flash kernel's backward is several times slower than autograd
+    through the math path at recommendation prompt lengths (training steps 6-8% faster on ml-100k); elsewhere the
+    default choice."""
+    if query.device.type == "cpu" and torch.is_grad_enabled() and query.requires_grad:
+        return sdpa_kernel([SDPBackend.MATH])
+    return contextlib.nullcontext()
 
 
 def attention_modules(model):
