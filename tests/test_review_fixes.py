@@ -77,7 +77,7 @@ def test_attention_implementation_is_kept_on_the_backbones_modules(monkeypatch):
         assert "earn_base_attention" not in model.config.to_json_string()
     for model in models + [copied]:
         for module in attention.attention_modules(model):
-            attention.earn_attention_forward(module, torch.zeros(1), None, None, None)  # only the query is read
+            attention.earn_attention_forward(module, *[torch.zeros(1)] * 3, None)  # tensors for the kernel choice
     assert calls == ["sdpa"] * 5 * 2 + ["eager"] * 2  # two layers per model
 
 
