@@ -81,9 +81,11 @@ def known_config_keys():
     keys = set(RUNTIME_KEYS) | set(general_arguments + training_arguments + evaluation_arguments + dataset_arguments)
     ours = properties_dir()
     folders = [os.path.join(os.path.dirname(recbole.__file__), "properties"), ours]
+    # Search spaces and recipes are files a user passes, not defaults: their keys must be known elsewhere.
+    not_defaults = tuple(os.path.join(ours, folder) + os.sep for folder in ("hyper", "recipe"))
     for folder in folders:
         for path in glob.glob(os.path.join(folder, "**", "*.yaml"), recursive=True):
-            if not path.startswith(os.path.join(ours, "hyper") + os.sep):  # search files, not config
+            if not path.startswith(not_defaults):
                 keys |= top_level_yaml_keys(path)
     return frozenset(keys)
 

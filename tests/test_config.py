@@ -1,6 +1,7 @@
 """Config precedence (RecBole < ours < user files < config_dict < command line), argv isolation and the
 RecBole 1.2.1 compatibility fixes."""
 
+import os
 import sys
 
 import pytest
@@ -8,6 +9,8 @@ import torch
 import yaml
 
 from recbole_earn.config import Config
+from recbole_earn.config_checks import known_config_keys, top_level_yaml_keys
+from recbole_earn.paths import properties_dir
 
 
 def write_yaml(path, values):
@@ -128,3 +131,13 @@ def test_installed_wheel_layout_finds_properties(tmp_path, monkeypatch):
         str(package / "properties" / "overall.yaml"),
         str(package / "properties" / "dataset" / "ml-1m.yaml"),
     ]
+
+
+def test_lc_rec_hour_recipe_sets_known_keys_under_the_command_line():
+    recipe = os.path.join(properties_dir(), "recipe", "LCRec-60min.yaml")
+    assert top_level_yaml_keys(recipe) <= known_config_keys()  # a typo would be ignored by every run
+    config = Config(model="EARNLCRec", dataset="ml-100k", config_file_list=[recipe], cmd_args={"eval_step": "1"})
+    assert config["train_time_budget_s"] == 3600
+    assert config["lora_dropout"] == 0.0
+    assert config["popularity_prior_weight"] == 1.0
+    assert config["eval_step"] == 1  # the command line still wins over the recipe
