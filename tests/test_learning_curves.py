@@ -26,6 +26,15 @@ def test_curves_are_grouped_by_family_and_drawn(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_curves_can_be_drawn_against_training_examples(tmp_path):
+    table = tmp_path / "group.json"
+    table.write_text(json.dumps([{"model": "LCRec", "seed": 1, "training_curve": [point(10, 0.01), point(20, 0.02)]}]))
+    assert load_curves([str(table)], "ndcg@10", x="examples") == {"LCRec": [("LCRec", 1, [(80, 0.01), (160, 0.02)])]}
+    out = tmp_path / "per-example.png"
+    main([str(table), "--x", "examples", "--out", str(out)])
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_seed_table_averages_each_model_and_ranking_apart(tmp_path):
     from recbole_earn.report.seed_table import load_rows, summarise
 
