@@ -54,6 +54,11 @@ def build_parser():
         "and training settings) on valid and test instead of training, e.g. to try inference settings",
     )
     parser.add_argument(
+        "--blend_weights", default=None, metavar="W1,W2,...",
+        help="with --checkpoint and --blend_model_checkpoint: rank the checkpoint under each of these blend weights "
+        "(the LLM's search runs once per split) and write one row per weight; the weight best on validation is named",
+    )
+    parser.add_argument(
         "--debug", action="store_true",
         help=f"show the traceback of errors about flags, config and files too (or set {DEBUG_ENV}=1)",
     )
@@ -128,6 +133,10 @@ def run_command(args, config_files, overrides):
         build_parser().error(
             "--nproc / --world_size train one model; run group runs, --group_output tables and searches without them"
         )
+    if args.blend_weights is not None and (args.checkpoint is None or multi_process or args.hyper
+                                           or "," in args.model):
+        build_parser().error("--blend_weights ranks one trained model: give --checkpoint and one --model, no --hyper "
+                             "or --nproc")
     if args.checkpoint is not None:
         if multi_process or args.hyper or "," in args.model:
             build_parser().error("--checkpoint evaluates one model in one process; give one --model, no --hyper "
@@ -135,6 +144,8 @@ def run_command(args, config_files, overrides):
         from recbole_earn.compat import require_checkpoint_file
 
         require_checkpoint_file(args.checkpoint)
+    if args.blend_weights is not None:
+        return run_blend_sweep_command(args, config_files, overrides)
     if args.hyper:
         return run_search_command(args, config_files, overrides)
     if writes_a_table:
@@ -172,6 +183,21 @@ def run_group_command(args, config_files, overrides):
     )
     print(markdown_table(rows))
     print(f"table written to {csv_path} and {json_path}")
+    return rows
+
+
+def run_blend_sweep_command(args, config_files, overrides):
+    from recbole_earn.blend_sweep import parse_blend_weights, run_blend_sweep
+    from recbole_earn.group_run import markdown_table
+
+    weights = parse_blend_weights(args.blend_weights)
+    rows, (csv_path, json_path), best = run_blend_sweep(
+        args.model, args.dataset, args.checkpoint, weights, config_file_list=config_files, cmd_args=overrides,
+        output_stem=args.group_output,
+    )
+    print(markdown_table(rows))
+    print(f"best on validation: blend_weight {best['blend_weight']:g} (valid {best['best_valid_score']:.4f}); "
+          f"table written to {csv_path} and {json_path}")
     return rows
 
 

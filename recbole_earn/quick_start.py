@@ -83,14 +83,23 @@ def train_and_evaluate(config, saved=True, verbose=True, checkpoint=None, valida
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
     return {
+        **evaluation_record(config, recommender, best_valid_score, best_valid_result, test_result, test_time,
+                            test_data),
+        "train_time_s": train_time,
+        **training_record(trainer),
+    }
+
+
+def evaluation_record(config, recommender, best_valid_score, best_valid_result, test_result, test_time_s, test_data):
+    """The part of a run's result that its evaluation fills in (see run_earn)."""
+    return {
         "model": config["model"],
         "dataset": config["dataset"],
         "best_valid_score": best_valid_score,
         "valid_score_bigger": config["valid_metric_bigger"],
         "best_valid_result": best_valid_result,
         "test_result": test_result,
-        "train_time_s": train_time,
-        "test_time_s": test_time,
+        "test_time_s": test_time_s,
         "test_users": test_data.sample_size,
         "seed": config["seed"],
         "eval_args": config["eval_args"],
@@ -98,7 +107,6 @@ def train_and_evaluate(config, saved=True, verbose=True, checkpoint=None, valida
         # LLM recommenders: mean KV-cache bytes per test user at the end of its generation (None otherwise), and
         # what the ranking comes from (e.g. BIGRec blended with another model)
         **model_contract.inference_record(recommender),
-        **training_record(trainer),
     }
 
 
@@ -148,6 +156,14 @@ def run_earn(model=None, dataset=None, config_file_list=None, config_dict=None, 
         plus model, dataset, train_time_s, test_time_s, test_users, kv_bytes_per_user (LLM models), eval_args
         and past_items_excluded (whether the test's full ranking left out each user's past items).
     """
+    config = start_logged_run(model, dataset, config_file_list, config_dict, cmd_args)
+    result = train_and_evaluate(config, saved=saved, checkpoint=checkpoint, validate=validate)
+    getLogger().info("The running environment of this training is as follows:\n" + get_environment(config).draw())
+    return result
+
+
+def start_logged_run(model, dataset, config_file_list=None, config_dict=None, cmd_args=None):
+    """The run's Config, with the seed set and a fresh log file that starts with the command and the config."""
     config = Config(
         model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict, cmd_args=cmd_args
     )
@@ -156,9 +172,7 @@ def run_earn(model=None, dataset=None, config_file_list=None, config_dict=None, 
     logger = getLogger()
     logger.info(sys.argv)
     logger.info(config)
-    result = train_and_evaluate(config, saved=saved, checkpoint=checkpoint, validate=validate)
-    logger.info("The running environment of this training is as follows:\n" + get_environment(config).draw())
-    return result
+    return config
 
 
 def objective_function(config_dict=None, config_file_list=None, saved=True, cmd_args=None):
