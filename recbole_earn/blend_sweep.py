@@ -42,6 +42,9 @@ def run_blend_sweep(model, dataset, checkpoint, weights, config_file_list=None, 
     output_stem = output_stem or default_output_stem(dataset)
     check_table_writable(output_stem)
     config = start_logged_run(model, dataset, config_file_list, config_dict, cmd_args)
+    if not model_contract.is_llm_recommender(config.model_class):
+        raise ConfigError(f"--blend_weights ranks an LLM recommender's checkpoint (BIGRec, EARNBIGRec, LCRec, "
+                          f"EARNLCRec); {model} is not one")
     if not config["blend_model_checkpoint"]:
         raise ConfigError(
             f"--blend_weights mixes the scores of the model in blend_model_checkpoint into {model}'s; set "
@@ -61,8 +64,6 @@ def evaluate_blend_weights(config, checkpoint, weights):
     logger = getLogger()
     _, train_data, valid_data, test_data = prepare_data(config)
     recommender = build_model(config, train_data, logger)
-    if getattr(recommender, "blend", None) is None:
-        raise ConfigError(f"--blend_weights ranks an LLM recommender's checkpoint; {config['model']} is not one")
     trainer = model_contract.trainer_class(config, config.model_class)(config, recommender)
     trainer.load_checkpoint(checkpoint)
     with remembered_llm_scores(recommender):

@@ -81,3 +81,6 @@ def test_blend_weights_need_a_checkpoint_and_a_blend_model(mini_ml100k, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--model=BIGRec", "--checkpoint=saved/BIGRec.pth", "--blend_weights=0,0.5"])
     assert exit_info.value.code == 2 and "set --blend_model_checkpoint=" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model=SASRec", "--checkpoint=saved/BIGRec.pth", "--blend_weights=0,0.5"])
+    assert exit_info.value.code == 2 and "SASRec is not one" in capsys.readouterr().err
