@@ -91,7 +91,8 @@ def evaluate_at(trainer, eval_data, weight):
 @contextmanager
 def remembered_llm_scores(recommender):
     """Inside, `recommender.llm_scores` computes each batch's scores once: a batch of the same content (the same
-    users, histories and targets) gets a copy of them again (a copy: RecBole masks past items in place)."""
+    users, histories and targets) gets a copy of them again (a copy: RecBole masks past items in place). It holds a
+    score per evaluated user and item (float32: 180 MB for ml-1m's 6,040 users x 3,706 items, both splits)."""
     compute = recommender.llm_scores
     remembered = {}
 
