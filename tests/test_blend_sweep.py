@@ -69,7 +69,7 @@ def test_blend_weights_are_numbers_in_zero_to_one_given_once():
             parse_blend_weights(text)
 
 
-def test_blend_weights_need_a_checkpoint_and_a_blend_model(mini_ml100k, capsys):
+def test_blend_weights_need_a_checkpoint_and_a_blend_model(workdir, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--model=BIGRec", "--blend_weights=0,0.5"])
     assert exit_info.value.code == 2 and "give --checkpoint and one --model" in capsys.readouterr().err
