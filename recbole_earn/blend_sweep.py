@@ -23,12 +23,13 @@ from recbole_earn.quick_start import build_model, evaluation_record, prepare_dat
 
 def parse_blend_weights(text):
     """'0,0.5,1' -> [0.0, 0.5, 1.0]: the conventional model's shares to try, each in [0, 1], none twice."""
+    not_weights = ConfigError(f"--blend_weights takes comma-separated numbers in [0, 1], e.g. 0,0.5,1; got {text!r}")
     try:
         weights = [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise ConfigError(f"--blend_weights takes comma-separated numbers in [0, 1], e.g. 0,0.5,1; got {text!r}")
+        raise not_weights from None
     if not weights or not all(0.0 <= weight <= 1.0 for weight in weights):
-        raise ConfigError(f"--blend_weights takes comma-separated numbers in [0, 1], e.g. 0,0.5,1; got {text!r}")
+        raise not_weights
     if len(set(weights)) != len(weights):
         raise ConfigError(f"--blend_weights lists a weight twice: {text!r}")
     return weights

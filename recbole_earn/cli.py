@@ -133,8 +133,7 @@ def run_command(args, config_files, overrides):
         build_parser().error(
             "--nproc / --world_size train one model; run group runs, --group_output tables and searches without them"
         )
-    if args.blend_weights is not None and (args.checkpoint is None or multi_process or args.hyper
-                                           or "," in args.model):
+    if args.blend_weights is not None and args.checkpoint is None:  # the checks of --checkpoint below do the rest
         build_parser().error("--blend_weights ranks one trained model: give --checkpoint and one --model, no --hyper "
                              "or --nproc")
     if args.checkpoint is not None:

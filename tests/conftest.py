@@ -99,11 +99,9 @@ def sasrec_checkpoint(mini_ml100k, device):
     """A one-epoch tiny SASRec trained on the test dataset by run_earn, as `run_earn.py --model=SASRec` would (on
     the test's device): the conventional model an LLM recommender's ranking is blended with."""
     from recbole_earn.quick_start import run_earn
-    from recommender_helpers import device_keys
+    from recommender_helpers import device_keys, saved_checkpoint
 
     values = dict(mini_ml100k["config"], epochs=1, eval_step=0, hidden_size=16, inner_size=32, n_layers=1, n_heads=1,
                   **device_keys(device))
     run_earn(model="SASRec", dataset=mini_ml100k["dataset"], config_dict=dict(values, train_batch_size=512))
-    folder = values["checkpoint_dir"]
-    (name,) = [name for name in os.listdir(folder) if name.startswith("SASRec-")]
-    return os.path.join(folder, name)
+    return saved_checkpoint(values["checkpoint_dir"], "SASRec")

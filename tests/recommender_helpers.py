@@ -2,6 +2,7 @@
 check that its checkpoint restores the same scores."""
 
 import logging
+import os
 
 import torch
 from recbole.model.sequential_recommender import SASRec
@@ -27,6 +28,12 @@ def build(config):
     _, train_data, valid_data, test_data = prepare_data(config)
     model = build_model(config, train_data, logging.getLogger())
     return model, few_shot_loader(train_data, config["train_sample_num"], config["seed"]), valid_data, test_data
+
+
+def saved_checkpoint(folder, model):
+    """The path of the one checkpoint of `model` that run_earn saved in `folder`."""
+    (name,) = [name for name in os.listdir(folder) if name.startswith(f"{model}-")]
+    return os.path.join(folder, name)
 
 
 def first_batch(loader, device=None):

@@ -12,6 +12,8 @@ from recbole_earn.errors import ConfigError
 from recbole_earn.model.bigrec import BIGRec
 from recbole_earn.quick_start import run_earn
 
+from recommender_helpers import saved_checkpoint
+
 
 def bigrec_values(mini):
     return dict(mini["config"], llm_path="tiny-llama", epochs=1, train_sample_num=48, train_batch_size=8,
@@ -29,11 +31,6 @@ def counting_llm_scores(monkeypatch):
 
     monkeypatch.setattr(BIGRec, "llm_scores", llm_scores)
     return calls
-
-
-def saved_checkpoint(folder, model):
-    (name,) = [name for name in os.listdir(folder) if name.startswith(f"{model}-")]
-    return os.path.join(folder, name)
 
 
 def test_each_weight_ranks_as_that_weight_alone_from_one_search_per_split(mini_ml100k, monkeypatch, tmp_path):
