@@ -31,7 +31,7 @@ def test_checkpoint_records_the_setup_and_loads_into_the_same_one(mini_ml100k):
     (model,), _, _ = models_on_one_dataset(mini_ml100k, "EARNBIGRec", dict(earn_k=1, lora_alpha=16))
     state = model.trained_state_dict()
     expected = dict(llm_path="tiny-llama", model_type="llama", num_layers=4, earn_k=1, n_prefix_registers=1,
-                    n_suffix_registers=1, finetune="lora", lora_r=8, lora_alpha=16,
+                    n_suffix_registers=1, add_bos=True, finetune="lora", lora_r=8, lora_alpha=16,
                     lora_target_modules=["q_proj", "v_proj"])
     assert {name: state[SETUP_KEY].get(name) for name in expected} == expected
     model.load_trained_state_dict(state)
@@ -53,6 +53,15 @@ def test_another_backbone_earn_k_or_lora_alpha_is_refused_naming_each(mini_ml100
     torch.save({"state_dict": state, "other_parameter": {}}, path)
     with pytest.raises(CheckpointMismatchError, match=f"^{path}: .*earn_k: checkpoint 1, current 2"):
         LLMTrainer(configs[1], other).evaluate(test_data, load_best_model=True, model_file=str(path))
+
+
+def test_registers_trained_after_bos_are_refused_where_the_prefix_register_comes_first(mini_ml100k):
+    (after_bos, first), _, _ = models_on_one_dataset(mini_ml100k, "EARNBIGRec", dict(earn_k=1),
+                                                     dict(earn_k=1, add_bos=False))
+    assert first.llm.make_batch([[10, 11]]).register_index[0, 0].item() == 0  # position 0 holds the prefix register
+    assert after_bos.llm.make_batch([[10, 11]]).register_index[0, 0].item() == -1  # BOS
+    with pytest.raises(CheckpointMismatchError, match="add_bos: checkpoint True, current False"):
+        first.load_trained_state_dict(after_bos.trained_state_dict())
 
 
 def test_lcrec_index_built_with_another_seed_is_refused(mini_ml100k):

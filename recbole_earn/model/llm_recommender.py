@@ -150,7 +150,8 @@ class LLMRecommender(SequentialRecommender):
             lora_target_modules=config["lora_target_modules"],
         )
         num_layers = base_causal_lm(backbone).config.num_hidden_layers
-        self.llm = EARNModel(backbone, earn_config_from(config, num_layers, self.use_earn), tokenizer=self.tokenizer)
+        self.llm = EARNModel(backbone, earn_config_from(config, num_layers, self.use_earn), tokenizer=self.tokenizer,
+                             add_bos=config["add_bos"])
         # What the trained weights depend on, saved with them (a subclass adds its own, e.g. LC-Rec's item index).
         self.trained_setup = trained_setup(config["llm_path"], config["finetune"], self.llm)
         # Inference-time compression, the baselines EARN is measured against: of the prompt's KV, or of the prompt.

@@ -54,6 +54,7 @@ def trained_setup(llm_path, finetune, earn_model):
         "earn_k": earn_model.earn_k,
         "n_prefix_registers": earn_model.n_prefix_registers,
         "n_suffix_registers": earn_model.n_suffix_registers,
+        "add_bos": earn_model.bos_token_id is not None,
         "finetune": finetune,
         **lora_settings(earn_model.backbone),
     }
