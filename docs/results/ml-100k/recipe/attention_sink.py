@@ -1,6 +1,6 @@
 """Where an EARN model's layers >= k lose the backbone's attention sink: untrained response loss against k, with BOS
 first (the prefix register at position 1) and with the prefix register first (add_bos=False), and the hidden-state
-norm of each layer's output at position 0 against the prompt's other tokens.
+norm of each layer's output at positions 0 and 1 against the prompt's other tokens.
 
     python docs/results/ml-100k/recipe/attention_sink.py EARNBIGRec [key=value ...]
 
@@ -36,8 +36,8 @@ def mean_loss(model, interactions, k):
 
 
 def layer_norms(model, interaction):
-    """Per layer: (norm at position 0, mean norm of the other real tokens) of its output, over the batch's first
-    prompt, every layer seeing the whole prompt."""
+    """Per layer: (norm at position 0, at position 1, mean norm of the later tokens) of its output, on the batch's
+    first prompt, every layer seeing the whole prompt."""
     llm = model.llm
     batch = llm.make_batch(model.prompts(interaction)[:1])  # one prompt: no padding
     outputs = []
@@ -50,7 +50,7 @@ def layer_norms(model, interaction):
     finally:
         for hook in hooks:
             hook.remove()
-    return [(float(norms[0]), float(norms[1:].mean())) for norms in outputs]  # norms: [S]
+    return [(float(norms[0]), float(norms[1]), float(norms[2:].mean())) for norms in outputs]  # norms: [S]
 
 
 def main(argv):
@@ -66,11 +66,11 @@ def main(argv):
         label = f"{k} (every layer sees the prompt)" if k == num_layers else str(k)
         print(f"| {label} | " + " | ".join(f"{loss:.3f}" for loss in losses) + " |", flush=True)
     print()
-    print("| layer | " + " | ".join(f"position 0 norm, {name} | other tokens" for name in layouts) + " |")
-    print("| --- |" + " --- | --- |" * len(layouts))
+    print("| layer | " + " | ".join(f"{name}: position 0 | 1 | later tokens" for name in layouts) + " |")
+    print("| --- |" + " --- | --- | --- |" * len(layouts))
     norms = [layer_norms(model, interactions[0]) for model, interactions in layouts.values()]
     for layer in range(num_layers):
-        cells = [f"{per_layer[layer][0]:.0f} | {per_layer[layer][1]:.0f}" for per_layer in norms]
+        cells = [" | ".join(f"{norm:.0f}" for norm in per_layer[layer]) for per_layer in norms]
         print(f"| {layer} | " + " | ".join(cells) + " |")
 
 
