@@ -21,11 +21,14 @@ K_VALUES = (1, 2, 4, 8, 12, 15, 20, 25, 28, 29)
 BATCHES = 2
 
 
-def untrained_model(model_name, overrides, add_bos):
-    config = Config(model=model_name, dataset="ml-100k", cmd_args={**overrides, "add_bos": str(add_bos)})
-    _, train_data, _, _ = prepare_data(config)
-    model = build_model(config, train_data, logging.getLogger()).eval()
-    return model, [interaction for _, interaction in zip(range(BATCHES), train_data)]
+def untrained_models(model_name, overrides):
+    """{layout: untrained model} for BOS first and the prefix register first, on one prepared dataset; and the
+    first BATCHES training batches, which both models are measured on."""
+    configs = {layout: Config(model=model_name, dataset="ml-100k", cmd_args={**overrides, "add_bos": str(add_bos)})
+               for layout, add_bos in (("BOS first", True), ("prefix register first", False))}
+    _, train_data, _, _ = prepare_data(next(iter(configs.values())))  # add_bos does not change the data
+    models = {layout: build_model(config, train_data, logging.getLogger()).eval() for layout, config in configs.items()}
+    return models, [interaction for _, interaction in zip(range(BATCHES), train_data)]
 
 
 def mean_loss(model, interactions, k):
@@ -56,19 +59,18 @@ def layer_norms(model, interaction):
 def main(argv):
     model_name, overrides = argv[0], dict(a.split("=", 1) for a in argv[1:])
     logging.disable(logging.INFO)
-    layouts = {"BOS first": untrained_model(model_name, overrides, True),
-               "prefix register first": untrained_model(model_name, overrides, False)}
-    num_layers = next(iter(layouts.values()))[0].llm.num_layers
+    layouts, interactions = untrained_models(model_name, overrides)
+    num_layers = next(iter(layouts.values())).llm.num_layers
     print("| k | " + " | ".join(f"loss, {name}" for name in layouts) + " |")
     print("| --- |" + " --- |" * len(layouts))
     for k in (*K_VALUES, num_layers):
-        losses = [mean_loss(model, interactions, k) for model, interactions in layouts.values()]
+        losses = [mean_loss(model, interactions, k) for model in layouts.values()]
         label = f"{k} (every layer sees the prompt)" if k == num_layers else str(k)
         print(f"| {label} | " + " | ".join(f"{loss:.3f}" for loss in losses) + " |", flush=True)
     print()
     print("| layer | " + " | ".join(f"{name}: position 0 | 1 | later tokens" for name in layouts) + " |")
     print("| --- |" + " --- | --- | --- |" * len(layouts))
-    norms = [layer_norms(model, interactions[0]) for model, interactions in layouts.values()]
+    norms = [layer_norms(model, interactions[0]) for model in layouts.values()]
     for layer in range(num_layers):
         cells = [" | ".join(f"{norm:.0f}" for norm in per_layer[layer]) for per_layer in norms]
         print(f"| {layer} | " + " | ".join(cells) + " |")
