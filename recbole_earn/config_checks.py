@@ -155,13 +155,15 @@ def parse_list_value(key, value):
 
 def typed_like_default(key, value, default):
     """`value` checked against the type of the key's default: a word where a number or a switch is expected is
-    refused (it would fail deep in training, e.g. an optimizer comparing 'fast' with 0); 'inf' becomes a float."""
+    refused (it would fail deep in training, e.g. an optimizer comparing 'fast' with 0), and so is anything but
+    True or False for a switch; 'inf' becomes a float."""
+    if isinstance(default, bool) and not isinstance(value, bool):
+        # a switch read as None would quietly act as False
+        raise ConfigError(f"{key} must be True or False (default {default}), got {value!r}.")
     if not isinstance(value, str) or default is None:
         return value
-    if value.strip().lower() in NONE_WORDS and isinstance(default, (bool, int, float)):
+    if value.strip().lower() in NONE_WORDS and isinstance(default, (int, float)):
         return None  # e.g. --train_time_budget_s=none, as ~ in yaml
-    if isinstance(default, bool):
-        raise ConfigError(f"{key} must be True or False (default {default}), got {value!r}.")
     if isinstance(default, (int, float)):
         try:
             return float(value)

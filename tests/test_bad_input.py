@@ -241,6 +241,8 @@ def test_broken_yaml_names_the_file_and_line(tmp_path):
     ("learning_rate", "fast", r"learning_rate must be a number \(default [0-9.]+\), got 'fast'"),
     ("embedding_batch_size", "0", r"embedding_batch_size must be a positive integer, got 0"),
     ("index_levels", "0", r"index_levels must be a positive integer, got 0"),
+    ("add_bos", "None", r"add_bos must be True or False \(default True\), got None"),
+    ("add_bos", "yes", r"add_bos must be True or False \(default True\), got 'yes'"),
 ])
 def test_impossible_values_are_refused(key, value, message):
     with pytest.raises(ConfigError, match=message):
